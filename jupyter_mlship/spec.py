@@ -1,0 +1,163 @@
+"""The ShipSpec: the one hand-off document between capture and render.
+
+Capture knows Python objects and writes a ShipSpec (``ship.json``) plus the artifact files.
+Render knows only the ShipSpec. Everything here is plain data (pydantic models), so the
+spec can be written, read back and diffed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_VERSION = 1
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+DEFAULT_MAX_INSTANCES = 1000
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CapturedName(SpecModel):
+    """One notebook name that the entry function reaches, transitively."""
+
+    name: str
+    kind: Literal["import", "function", "class", "constant", "artifact", "entry"]
+    cell: int | None = None  # execution count (In[n]) of the cell that defined it, where known
+    size_bytes: int = 0  # source size for code, file size for artifacts
+    detail: str = ""  # e.g. "import numpy as np", "sklearn.pipeline.Pipeline"
+
+
+class ArtifactSpec(SpecModel):
+    """A saved model object. The file lives in ``model/`` of the generated project."""
+
+    name: str  # the global name the feature code uses
+    file: str  # relative to model/
+    format: Literal[
+        "skops", "xgboost-json", "lightgbm-txt", "torch-state-dict", "torch-pickle", "pickle"
+    ]
+    sha256: str
+    size_bytes: int
+    type: str  # fully qualified class of the live object
+    frameworks: dict[str, str] = Field(default_factory=dict)  # distribution -> version it was saved with
+    loader: dict[str, Any] = Field(default_factory=dict)  # format-specific (trusted types, init kwargs...)
+    cell: int | None = None
+
+
+class Requirement(SpecModel):
+    name: str  # distribution name as installed
+    version: str  # exact installed version
+    because: list[str] = Field(default_factory=list)  # modules or distributions that need it
+
+    @property
+    def line(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+class Column(SpecModel):
+    name: str
+    dtype: str  # pandas/numpy dtype string of the sample, e.g. "float64", "int64", "object", "category"
+    json_type: Literal["integer", "number", "string", "boolean"]
+    nullable: bool = False
+    missing: Literal["nan", "none"] | None = None  # how a missing value reaches the entry function
+    categories: list[Any] | None = None  # for categorical columns: the allowed values
+
+
+class InputSchema(SpecModel):
+    """What one instance of a request looks like, and how instances become the sample's type."""
+
+    kind: Literal["dataframe", "ndarray", "strings", "records", "scalars"]
+    columns: list[Column] = Field(default_factory=list)  # dataframe, records; ndarray: one per position
+    width: int | None = None  # ndarray: number of columns
+    dtype: str | None = None  # ndarray / scalars: numpy dtype of the sample
+    json_type: Literal["integer", "number", "string", "boolean"] | None = None  # ndarray / scalars
+    nullable: bool = False  # ndarray / scalars: NaN allowed (sent as null)
+
+
+class OutputSchema(SpecModel):
+    """What the entry function returned on the sample, one element per instance."""
+
+    kind: Literal["scalar", "vector", "record"]  # per instance: a number/str, a fixed-width list, a dict
+    container: str  # type the entry function returned, e.g. "numpy.ndarray", "pandas.Series", "list"
+    json_type: Literal["integer", "number", "string", "boolean", "any"] = "any"
+    width: int | None = None  # vector
+    columns: list[Column] = Field(default_factory=list)  # record
+    nullable: bool = False
+
+
+class Golden(SpecModel):
+    instances: list[Any]  # the sample, as JSON instances of a request
+    predictions: list[Any]  # the kernel's own outputs on the sample, as JSON
+    float_rel_tol: float = 1e-6
+
+
+class Entry(SpecModel):
+    name: str  # the function the service calls with the converted instances
+    kind: Literal["function", "method"]
+    model_var: str | None = None  # line form: the model variable
+    method: str | None = None  # line form: the method called on it
+    cell: int | None = None
+
+
+class SecretFinding(SpecModel):
+    file: str  # "app/features.py" or "constant NAME"
+    line: int | None = None
+    type: str  # detect-secrets plugin name, e.g. "AWS Access Key"
+    name: str | None = None  # the captured name it belongs to, where known
+
+
+class Source(SpecModel):
+    notebook: str | None = None
+    kernel_python: str  # e.g. "3.11.7"
+    captured_at: str  # ISO 8601, UTC
+    mlship_version: str
+
+
+class ShipSpec(SpecModel):
+    spec_version: int = SPEC_VERSION
+    name: str
+    version: str = "1"
+    source: Source
+    entry: Entry
+    python_version: str  # major.minor.micro of the kernel
+    features_source: str  # the full text of app/features.py
+    captured: list[CapturedName]
+    artifacts: list[ArtifactSpec]
+    requirements: list[Requirement]
+    test_requirements: list[Requirement]
+    input: InputSchema
+    output: OutputSchema
+    golden: Golden
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    warnings: list[str] = Field(default_factory=list)
+    secrets_allowed: list[SecretFinding] = Field(default_factory=list)  # findings the user overrode
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> "ShipSpec":
+        try:
+            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable ship.json: {exc}") from exc
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+
+def validate_name(name: str) -> str:
+    """A service NAME becomes a folder, a Python-free URL segment and an image name."""
+    if not NAME_PATTERN.match(name or ""):
+        raise ValueError(
+            f"invalid NAME {name!r}: use 1-63 characters, lowercase letters, digits, '-' or '_', "
+            "starting with a letter (it becomes a folder and an image name)"
+        )
+    return name
