@@ -1,0 +1,39 @@
+"""Access to the generated service's own runtime modules from inside the kernel.
+
+A few modules of the generated project (``app/convert.py``, ``app/loaders.py``) are plain Python
+that must behave the same in the kernel (when capture rehearses the service) and in the service.
+They live once, in the cookiecutter template, and are imported from there, so there is one
+implementation and the generated project never imports jupyter_mlship.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+TEMPLATE_PROJECT = "{{cookiecutter.name}}"
+
+
+def template_dir() -> Path:
+    """The cookiecutter template: inside the wheel, or at the repository root in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "cookiecutter.json").is_file():
+            return candidate
+    raise FileNotFoundError("jupyter_mlship's cookiecutter template is missing from this installation")
+
+
+@cache
+def runtime_module(name: str) -> ModuleType:
+    """Import ``app/<name>.py`` of the template as ``jupyter_mlship._runtime_<name>``."""
+    path = template_dir() / TEMPLATE_PROJECT / "app" / f"{name}.py"
+    module_name = f"jupyter_mlship._runtime_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
