@@ -1,0 +1,155 @@
+"""Save model objects in the safest format that round-trips for their type.
+
+Each object gets an ordered list of candidate formats, safest first. The exporter saves with a
+candidate, loads it back with the service's own loader (``app/loaders.py`` of the template) and
+keeps the first candidate whose reloaded object gives the kernel's outputs. Pickle is the
+declared last resort, always sha256-checked at load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+from .capture import constant_source
+from .runtime import runtime_module
+from .spec import ArtifactSpec
+
+SAFE_FORMATS = {"skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict"}
+
+
+def qualified_type(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_torch_module(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def format_candidates(value: Any, refers_to_notebook: bool) -> list[str]:
+    """Formats to try for ``value``, safest first."""
+    module = type(value).__module__.split(".")[0]
+    if _is_torch_module(value):
+        return ["torch-state-dict", "torch-pickle"]
+    if module == "xgboost" and hasattr(value, "save_model"):
+        return ["xgboost-json"] + ([] if refers_to_notebook else ["skops"]) + ["pickle"]
+    if module == "lightgbm" and type(value).__name__ == "Booster":
+        return ["lightgbm-txt", "pickle"]
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(value) is numpy.ndarray and value.dtype != object:
+        return ["npy"]
+    if not refers_to_notebook and module in {"sklearn", "lightgbm", "xgboost", "numpy", "scipy"}:
+        return ["skops", "pickle"]
+    if not refers_to_notebook and _holds_sklearn(value):
+        return ["skops", "pickle"]
+    return ["pickle"]
+
+
+def _holds_sklearn(value: Any) -> bool:
+    return any(cls.__module__.startswith("sklearn.") for cls in type(value).__mro__)
+
+
+def save_artifact(
+    name: str, value: Any, fmt: str, directory: Path, frameworks: dict[str, str], cell: int | None
+) -> ArtifactSpec:
+    """Write ``value`` in ``fmt`` under ``directory``; raises whatever the library raises."""
+    loader: dict[str, Any] = {}
+    if fmt == "pickle":
+        data, suffix = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pkl"
+    elif fmt == "skops":
+        import skops.io
+
+        data, suffix = skops.io.dumps(value), "skops"
+        # We trust exactly the types we wrote ourselves; the service passes this list at load.
+        loader["trusted_types"] = sorted(skops.io.get_untrusted_types(data=data))
+    elif fmt == "xgboost-json":
+        data, suffix = _via_file(lambda path: value.save_model(str(path)), "json"), "json"
+    elif fmt == "lightgbm-txt":
+        data, suffix = value.model_to_string().encode("utf-8"), "txt"
+    elif fmt == "npy":
+        import numpy
+
+        buffer = io.BytesIO()
+        numpy.save(buffer, value, allow_pickle=False)
+        data, suffix = buffer.getvalue(), "npy"
+    elif fmt == "torch-state-dict":
+        import torch
+
+        init_kwargs = torch_init_kwargs(value)
+        if init_kwargs is None:
+            raise ValueError(
+                f"{type(value).__name__}.__init__ takes arguments that are not kept as attributes of the same name"
+            )
+        buffer = io.BytesIO()
+        torch.save(value.state_dict(), buffer)
+        data, suffix = buffer.getvalue(), "pt"
+        loader.update(
+            module=type(value).__module__, init_kwargs=init_kwargs, training=bool(value.training),
+            **{"class": type(value).__qualname__},
+        )
+    elif fmt == "torch-pickle":
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        data, suffix = buffer.getvalue(), "pt"
+    else:
+        raise ValueError(f"unknown artifact format {fmt!r}")
+    filename = f"{name}.{suffix}"
+    (directory / filename).write_bytes(data)
+    return ArtifactSpec(
+        name=name,
+        file=filename,
+        format=fmt,  # type: ignore[arg-type]
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        type=qualified_type(value),
+        frameworks=frameworks,
+        loader=loader,
+        cell=cell,
+    )
+
+
+def _via_file(write: Any, suffix: str) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"artifact.{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+def torch_init_kwargs(module: Any) -> dict[str, Any] | None:
+    """Constructor arguments recovered from same-named attributes (the common `self.x = x`)."""
+    kwargs: dict[str, Any] = {}
+    parameters = list(inspect.signature(type(module).__init__).parameters.values())[1:]
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        value = getattr(module, parameter.name, inspect.Parameter.empty)
+        if value is not inspect.Parameter.empty and constant_source(value) is not None and _json_safe(value):
+            kwargs[parameter.name] = value
+        elif parameter.default is inspect.Parameter.empty:
+            return None
+    return kwargs
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def load_saved(artifact: ArtifactSpec, directory: Path, namespace: dict[str, Any]) -> Any:
+    """Load with the service's own loader, so the kernel checks exactly what the service runs."""
+    loaders = runtime_module("loaders")
+    return loaders.load_artifact_file(artifact.model_dump(), directory, namespace)

@@ -1,0 +1,513 @@
+"""Capture: follow the entry function's names through the notebook and classify what they reach.
+
+Starting from the entry function, every global name it (transitively) uses is looked up in the
+user's namespace and becomes one of: an import, a notebook function or class (shipped as source),
+a constant (shipped as a literal), or an artifact (a model object, saved in a native format by
+``artifacts.py``). Whatever the entry function does not reach stays behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import dis
+import importlib
+import inspect
+import io
+import linecache
+import pickle
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .errors import ShipError
+
+MAX_CONSTANT_CHARS = 20_000  # larger literals make features.py unreadable: they become artifacts
+LITERAL_TYPES = (type(None), bool, int, float, complex, str, bytes)
+NOTEBOOK_MODULES = {"__main__", "builtins"}  # `builtins` only for classes IPython defines oddly
+
+
+@dataclass
+class Definition:
+    """A notebook function or class, shipped as its source."""
+
+    name: str
+    kind: str  # "function" | "class"
+    source: str
+    cell: int | None
+    order: tuple[int, int]  # (cell, line) so definitions keep the notebook's order
+
+
+@dataclass
+class CodeCapture:
+    entry_name: str
+    imports: dict[str, str] = field(default_factory=dict)  # name -> import statement
+    constants: dict[str, str] = field(default_factory=dict)  # name -> literal source
+    definitions: dict[str, Definition] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # name -> the definition it names
+    artifacts: dict[str, Any] = field(default_factory=dict)  # name -> live object
+    notebook_refs: dict[str, set[str]] = field(default_factory=dict)  # artifact -> notebook names it holds
+    artifact_modules: dict[str, set[str]] = field(default_factory=dict)  # artifact -> modules its classes are from
+    cells: dict[str, int | None] = field(default_factory=dict)  # name -> cell it came from
+    unresolved: list[str] = field(default_factory=list)  # names used but not defined anywhere
+    modules: set[str] = field(default_factory=set)  # top-level modules the code imports
+
+    def features_source(self, entry_docstring: str, load_line: Callable[[str], str]) -> str:
+        """The text of app/features.py: imports, constants, definitions, artifacts, entry."""
+        parts = [f'"""{entry_docstring}"""\n']
+        imports = sorted(set(self.imports.values()))
+        if self.artifacts:
+            imports.append("from app.loaders import load_artifact")
+        if imports:
+            parts.append("\n".join(imports) + "\n")
+        if self.constants:
+            parts.append("\n".join(f"{name} = {src}" for name, src in self.constants.items()) + "\n")
+        entry = self.definitions.get(self.entry_name)
+        for definition in sorted(self.definitions.values(), key=lambda d: d.order):
+            if definition is not entry:
+                parts.append(_with_cell_comment(definition))
+        if self.aliases:
+            parts.append("\n".join(f"{name} = {target}" for name, target in sorted(self.aliases.items())) + "\n")
+        if self.artifacts:
+            parts.append(
+                "# Model artifacts: loaded once at start-up from model/, sha256-checked.\n"
+                + "\n".join(load_line(name) for name in self.artifacts)
+                + "\n"
+            )
+        if entry is not None:
+            parts.append(_with_cell_comment(entry))
+        return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def _with_cell_comment(definition: Definition) -> str:
+    where = f"In[{definition.cell}]" if definition.cell else "the notebook"
+    return f"# from {where}\n{definition.source.rstrip()}\n"
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Semaphore)
+
+
+def refusal_reason(value: Any) -> str | None:
+    """Why a live object cannot travel into a service, or None."""
+    if isinstance(value, io.IOBase) or (hasattr(value, "fileno") and hasattr(value, "readline")):
+        return "is an open file handle"
+    if isinstance(value, socket.socket):
+        return "is an open network socket"
+    if isinstance(value, sqlite3.Connection) or (
+        callable(getattr(value, "cursor", None)) and callable(getattr(value, "commit", None))
+    ):
+        return "is an open database connection"
+    if isinstance(value, _LOCK_TYPES) or type(value).__name__ in {"lock", "RLock"}:
+        return "is a lock"
+    if isinstance(value, threading.Thread):
+        return "is a thread"
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType, types.CoroutineType)):
+        return "is a generator (its position cannot be saved)"
+    if isinstance(value, subprocess.Popen):
+        return "is a running process"
+    if isinstance(value, (types.FrameType, types.TracebackType)):
+        return "is an interpreter frame"
+    return None
+
+
+REFUSAL_ADVICE = "a service cannot carry it; create it inside the entry function, or load what it holds into a variable"
+
+
+# --- cells --------------------------------------------------------------------------------
+
+
+class CellHistory:
+    """Maps source text to the execution count (In[n]) of the cell that ran it last."""
+
+    def __init__(self, cells: list[str], current: int | None = None, current_source: str = "") -> None:
+        self.cells = list(cells)
+        self.current = current
+        self.current_source = current_source
+
+    @classmethod
+    def from_shell(cls, shell: Any, current_source: str = "") -> "CellHistory":
+        hm = getattr(shell, "history_manager", None)
+        cells = list(getattr(hm, "input_hist_raw", None) or shell.user_ns.get("In", []) or [])
+        return cls(cells, getattr(shell, "execution_count", None), current_source)
+
+    def cell_of(self, source: str) -> int | None:
+        if not source:
+            return None
+        needle = source.strip()
+        first_line = needle.splitlines()[0].strip() if needle else ""
+        if self.current_source and needle in self.current_source:
+            return self.current
+        for n in range(len(self.cells) - 1, 0, -1):
+            if needle in self.cells[n]:
+                return n
+        for n in range(len(self.cells) - 1, 0, -1):
+            if first_line and first_line in self.cells[n]:
+                return n
+        return None
+
+    def definition_in_history(self, name: str) -> tuple[str, int | None] | None:
+        """The last top-level `def`/`class` of ``name`` in the cells run so far."""
+        sources = [(self.current, self.current_source)] + [
+            (n, self.cells[n]) for n in range(len(self.cells) - 1, 0, -1)
+        ]
+        for n, src in sources:
+            found = _find_definition(src, name)
+            if found:
+                return found, n
+        return None
+
+
+def _find_definition(source: str, name: str) -> str | None:
+    try:
+        tree = ast.parse(_strip_magics(source))
+    except SyntaxError:
+        return None
+    lines = _strip_magics(source).splitlines(keepends=True)
+    found = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found = "".join(lines[start - 1 : node.end_lineno])
+    return found
+
+
+def _strip_magics(source: str) -> str:
+    """Cell text without IPython-only lines, so `ast` can read it (line numbers kept)."""
+    out = []
+    for line in source.splitlines():
+        out.append("" if line.lstrip().startswith(("%", "!")) else line)
+    return "\n".join(out)
+
+
+# --- the walk -----------------------------------------------------------------------------
+
+
+def global_names(code: types.CodeType) -> set[str]:
+    """Global names a code object (and the code nested in it) reads or writes."""
+    names: set[str] = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}:
+            names.add(instruction.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= global_names(const)
+    return names
+
+
+def _definition_time_names(source: str) -> set[str]:
+    """Names a def/class needs when it is executed: decorators, defaults, bases, class body."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        roots: list[ast.AST] = list(node.decorator_list)
+        assigned: set[str] = set()  # class-body names are the class's own, not globals
+        if isinstance(node, ast.ClassDef):
+            roots += node.bases + [k.value for k in node.keywords]
+            for stmt in node.body:
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    roots += stmt.decorator_list + stmt.args.defaults + [d for d in stmt.args.kw_defaults if d]
+                    roots += [a.annotation for a in stmt.args.args + stmt.args.kwonlyargs if a.annotation]
+                    if stmt.returns:
+                        roots.append(stmt.returns)
+                elif not isinstance(stmt, ast.ClassDef):
+                    for target in ast.walk(stmt):
+                        if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store):
+                            assigned.add(target.id)
+                    roots.append(stmt)
+        else:
+            roots += node.args.defaults + [d for d in node.args.kw_defaults if d]
+            roots += [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation]
+            if node.returns:
+                roots.append(node.returns)
+        for root in roots:
+            for sub in ast.walk(root):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in assigned:
+                    names.add(sub.id)
+    return names
+
+
+def _code_objects_of_class(cls: type) -> Iterable[types.CodeType]:
+    for value in vars(cls).values():
+        for candidate in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
+                          getattr(value, "fset", None), getattr(value, "fdel", None)):
+            code = getattr(inspect.unwrap(candidate), "__code__", None) if candidate is not None else None
+            if isinstance(code, types.CodeType):
+                yield code
+
+
+def is_notebook_object(value: Any) -> bool:
+    """Defined by the notebook itself (its module is __main__ in a kernel)."""
+    return getattr(value, "__module__", None) == "__main__" and isinstance(value, (type, types.FunctionType))
+
+
+def is_constant(value: Any, depth: int = 0) -> bool:
+    if depth > 20:
+        return False
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if type(value) in LITERAL_TYPES:
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return all(is_constant(item, depth + 1) for item in value)
+    if type(value) is dict:
+        return all(is_constant(k, depth + 1) and is_constant(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def constant_source(value: Any) -> str | None:
+    """A Python literal that recreates the value, or None when it is not a plain constant."""
+    if isinstance(value, re.Pattern):
+        return f"re.compile({value.pattern!r}, {int(value.flags)})"
+    if not is_constant(value):
+        return None
+    text = repr(value)
+    if len(text) > MAX_CONSTANT_CHARS:
+        return None
+    try:
+        if ast.literal_eval(text) != value:
+            return None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return text
+
+
+def import_statement(name: str, value: Any) -> str | None:
+    """How to import ``value`` under ``name`` in the service, or None if it is not importable."""
+    if isinstance(value, types.ModuleType):
+        module = value.__name__
+        if module == "__main__":
+            return None
+        if name == module:
+            return f"import {module}"
+        if "." not in module or module.rsplit(".", 1)[1] != name:
+            return f"import {module} as {name}"
+        parent, leaf = module.rsplit(".", 1)
+        return f"from {parent} import {leaf}"
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or module == "__main__":
+        return None
+    for candidate in _import_candidates(module):
+        try:
+            found = getattr(importlib.import_module(candidate), qualname.split(".")[0])
+            for part in qualname.split(".")[1:]:
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            continue
+        if found is value and "." not in qualname:
+            return f"from {candidate} import {qualname}" + ("" if qualname == name else f" as {name}")
+    return None
+
+
+def _import_candidates(module: str) -> list[str]:
+    """The public module first (numpy before numpy._core.umath), then the defining one."""
+    parts = module.split(".")
+    public = [".".join(parts[: i + 1]) for i in range(len(parts)) if not any(p.startswith("_") for p in parts[: i + 1])]
+    return public + [module]
+
+
+class MainReferenceScanner(pickle.Pickler):
+    """Pickles into nothing to find what an object needs: notebook names and library modules."""
+
+    def __init__(self) -> None:
+        super().__init__(_NullWriter(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.main_objects: dict[str, Any] = {}
+        self.modules: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        target = obj if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) else type(obj)
+        module = getattr(target, "__module__", None)
+        if module == "__main__":
+            self.main_objects[getattr(target, "__qualname__", repr(target))] = target
+        elif isinstance(module, str):
+            self.modules.add(module.split(".")[0])
+        return NotImplemented
+
+
+class _NullWriter:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def scan_object(name: str, value: Any, user_ns: dict[str, Any], cell: int | None) -> MainReferenceScanner:
+    """What an artifact refers to; refuses what cannot be saved or would load differently."""
+    scanner = MainReferenceScanner()
+    try:
+        scanner.dump(value)
+    except Exception as exc:  # whatever pickling raises, the user needs the variable and reason
+        raise ShipError(_cannot_save_message(name, cell, exc)) from exc
+    for qualname, obj in scanner.main_objects.items():
+        where = _cell_text(cell)
+        if "<lambda>" in qualname or "<locals>" in qualname:
+            raise ShipError(
+                f"`{name}`{where} holds {qualname!r}, a lambda or nested function from the notebook; "
+                "define it with `def` at the top level of a cell so it can be shipped as source"
+            )
+        if user_ns.get(qualname) is not obj:
+            raise ShipError(
+                f"`{name}`{where} holds an older definition of `{qualname}` (it was redefined after "
+                f"`{name}` was built); re-run the cell that builds `{name}`"
+            )
+    return scanner
+
+
+def _cannot_save_message(name: str, cell: int | None, exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"`{name}`{_cell_text(cell)} cannot be saved: {text}"
+
+
+def _cell_text(cell: int | None) -> str:
+    return f" (In[{cell}])" if cell else ""
+
+
+class CodeWalker:
+    """Follows names from the entry function through the user namespace."""
+
+    def __init__(self, user_ns: dict[str, Any], history: CellHistory) -> None:
+        self.user_ns = user_ns
+        self.history = history
+        self._assignment_cells: dict[str, int | None] = {}
+
+    def capture(self, entry_name: str, entry: Any | None, start_names: Iterable[str] = ()) -> CodeCapture:
+        captured = CodeCapture(entry_name=entry_name)
+        queue: list[str] = list(start_names)
+        if entry is not None:
+            self._add_definition(captured, entry_name, entry, queue)
+        seen: set[str] = set(captured.definitions)
+        while queue:
+            name = queue.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            self._classify(captured, name, queue)
+        return captured
+
+    def _classify(self, captured: CodeCapture, name: str, queue: list[str]) -> None:
+        if name not in self.user_ns:
+            if not hasattr(builtins, name):
+                captured.unresolved.append(name)
+            return
+        value = self.user_ns[name]
+        statement = import_statement(name, value)
+        if statement is not None:
+            captured.imports[name] = statement
+            module = value.__name__ if isinstance(value, types.ModuleType) else value.__module__
+            captured.modules.add(module.split(".")[0])
+            return
+        if isinstance(value, (types.FunctionType, type)) and is_notebook_object(value):
+            own_name = value.__name__
+            if own_name != name and own_name.isidentifier():
+                captured.aliases[name] = own_name
+                queue.append(own_name)
+                return
+            self._add_definition(captured, name, value, queue)
+            return
+        literal = constant_source(value)
+        if literal is not None:
+            if literal.startswith("re.compile("):
+                captured.imports["re"] = "import re"
+            captured.constants[name] = literal
+            captured.cells[name] = self.assignment_cell(name)
+            return
+        reason = refusal_reason(value)
+        cell = self.assignment_cell(name)
+        if reason:
+            raise ShipError(f"`{name}`{_cell_text(cell)} {reason}: {REFUSAL_ADVICE}")
+        if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
+            raise ShipError(
+                f"`{name}`{_cell_text(cell)} is {value!r}, which the service cannot import; "
+                "define it in the notebook or import it from an installed package"
+            )
+        scanner = scan_object(name, value, self.user_ns, cell)
+        captured.artifacts[name] = value
+        captured.cells[name] = cell
+        captured.notebook_refs[name] = set(scanner.main_objects)
+        captured.artifact_modules[name] = set(scanner.modules)
+        captured.modules |= scanner.modules
+        queue.extend(scanner.main_objects)
+
+    def _add_definition(self, captured: CodeCapture, name: str, value: Any, queue: list[str]) -> None:
+        kind = "class" if isinstance(value, type) else "function"
+        source, cell = self._source_of(name, value, kind)
+        lineno = self._first_line(value)
+        captured.definitions[name] = Definition(name, kind, source, cell, (cell or 0, lineno))
+        captured.cells[name] = cell
+        needed = _definition_time_names(source)
+        if kind == "function":
+            needed |= global_names(inspect.unwrap(value).__code__)
+        else:
+            for code in _code_objects_of_class(value):
+                needed |= global_names(code)
+        needed.discard(name)
+        queue.extend(sorted(needed))
+
+    def _source_of(self, name: str, value: Any, kind: str) -> tuple[str, int | None]:
+        source = None
+        if kind == "function":
+            try:
+                source = textwrap.dedent(inspect.getsource(value))
+            except (OSError, TypeError):
+                source = None
+            if source is not None and not _defines(source, name):
+                source = None
+        if source is None:
+            filename = self._filename_of(value)
+            if filename:
+                source = _find_definition("".join(linecache.getlines(filename)), name)
+        if source is None:
+            found = self.history.definition_in_history(name)
+            if found:
+                return found[0], found[1]
+            raise ShipError(
+                f"the source of {kind} `{name}` cannot be found in this notebook's history; "
+                "run the cell that defines it again"
+            )
+        return source, self.history.cell_of(source)
+
+    @staticmethod
+    def _filename_of(value: Any) -> str | None:
+        if isinstance(value, types.FunctionType):
+            return inspect.unwrap(value).__code__.co_filename
+        for code in _code_objects_of_class(value):
+            return code.co_filename
+        return None
+
+    @staticmethod
+    def _first_line(value: Any) -> int:
+        if isinstance(value, types.FunctionType):
+            return inspect.unwrap(value).__code__.co_firstlineno
+        return min((code.co_firstlineno for code in _code_objects_of_class(value)), default=0)
+
+    def assignment_cell(self, name: str) -> int | None:
+        """The last cell that assigns ``name`` at top level (for the review and messages)."""
+        if name not in self._assignment_cells:
+            self._assignment_cells[name] = _last_assignment_cell(self.history, name)
+        return self._assignment_cells[name]
+
+
+def _defines(source: str, name: str) -> bool:
+    return re.search(rf"^\s*(async\s+def|def|class)\s+{re.escape(name)}\b", source, re.M) is not None
+
+
+def _last_assignment_cell(history: CellHistory, name: str) -> int | None:
+    pattern = re.compile(rf"(^|[\s,;(])({re.escape(name)})\s*(,[^=\n]*)?=(?!=)|\bimport\b.*\b{re.escape(name)}\b|\bfor\s+{re.escape(name)}\b", re.M)
+    if history.current_source and pattern.search(history.current_source):
+        return history.current
+    for n in range(len(history.cells) - 1, 0, -1):
+        if pattern.search(history.cells[n]):
+            return n
+    return None
