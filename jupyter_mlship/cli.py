@@ -60,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
     try:
-        from .build import add_build_parser
+        from .build import add_build_parser, build_main
     except ImportError:
         pass
     else:
         add_build_parser(sub)
+        if sub.choices["build"].get_default("func") is None:
+            sub.choices["build"].set_defaults(func=build_main)
     return parser
 
 
