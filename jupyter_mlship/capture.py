@@ -275,6 +275,12 @@ def constant_source(value: Any) -> str | None:
     if not is_constant(value):
         return None
     text = repr(value)
+    if isinstance(value, (set, frozenset)):
+        try:  # set order changes between runs; a sorted literal keeps re-exports diff-free
+            items = ", ".join(repr(v) for v in sorted(value))
+            text = f"{{{items}}}" if isinstance(value, set) and value else f"{type(value).__name__}([{items}])"
+        except TypeError:
+            pass
     if len(text) > MAX_CONSTANT_CHARS:
         return None
     try:
