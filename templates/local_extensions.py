@@ -1,0 +1,106 @@
+"""Jinja filters that turn ShipSpec schema data into Python source for the generated ``app/schema.py``.
+
+Cookiecutter loads this module through ``_extensions`` in cookiecutter.json. The logic lives here, in
+Python, so the template itself stays a readable picture of the generated file.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from typing import Any
+
+from jinja2.ext import Extension
+from pydantic import BaseModel
+
+INPUT_TYPES = {"integer": "StrictInt", "number": "StrictFloat", "string": "StrictStr", "boolean": "StrictBool"}
+OUTPUT_TYPES = {"integer": "int", "number": "float", "string": "str", "boolean": "bool", "any": "Any"}
+# Names a field must not take: pydantic's own attributes and the names the annotations use.
+RESERVED_NAMES = {name for name in dir(BaseModel) if not name.startswith("_")} | {
+    "Annotated", "Any", "AwareIsoDatetime", "BeforeValidator", "Field", "Literal", "NaiveIsoDatetime", "StrictBool", "StrictFloat", "StrictInt",
+    "StrictStr", "BaseModel", "ConfigDict",
+}  # fmt: skip
+
+
+def field_names(names: list[str]) -> list[str]:
+    """Python identifiers for column names, unique, in order (the JSON names stay as aliases)."""
+    used: set[str] = set()
+    result = []
+    for name in names:
+        base = re.sub(r"[^0-9A-Za-z_]", "_", str(name)).lstrip("_") or "field"
+        if base[0].isdigit():
+            base = f"field_{base}"
+        if keyword.iskeyword(base) or base in RESERVED_NAMES:
+            base = f"{base}_"
+        candidate, counter = base, 2
+        while candidate in used:
+            candidate, counter = f"{base}_{counter}", counter + 1
+        used.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def input_annotation(column: dict) -> str:
+    if column.get("dtype") == "category":
+        annotation = f"Literal[{', '.join(repr(c) for c in column.get('categories') or [])}]"
+    elif str(column.get("dtype", "")).startswith("datetime64["):
+        # "datetime64[us, UTC]" holds time-zone-aware values, "datetime64[us]" naive ones.
+        annotation = "AwareIsoDatetime" if "," in column["dtype"] else "NaiveIsoDatetime"
+    else:
+        annotation = INPUT_TYPES[column["json_type"]]
+    return f"{annotation} | None" if column.get("nullable") else annotation
+
+
+def has_datetimes(input_schema: dict) -> bool:
+    return any(str(c.get("dtype", "")).startswith("datetime64[") for c in input_schema.get("columns", []))
+
+
+def output_annotation(json_type: str, nullable: bool) -> str:
+    annotation = OUTPUT_TYPES[json_type]
+    return f"{annotation} | None" if nullable and annotation != "Any" else annotation
+
+
+def model_fields(columns: list[dict], kind: str = "input") -> list[str]:
+    """Lines of a pydantic model body: ``name: Type`` plus defaults and aliases where needed."""
+    lines = []
+    for field, column in zip(field_names([c["name"] for c in columns]), columns):
+        if kind == "input":
+            annotation = input_annotation(column)
+        else:
+            annotation = output_annotation(column["json_type"], column.get("nullable", False))
+        arguments = []
+        if column.get("nullable"):
+            arguments.append("None")  # a nullable column may also be left out
+        if field != column["name"]:
+            arguments.append(f"alias={column['name']!r}")
+        if not arguments:
+            lines.append(f"{field}: {annotation}")
+        elif arguments == ["None"]:
+            lines.append(f"{field}: {annotation} = None")
+        else:
+            lines.append(f"{field}: {annotation} = Field({', '.join(arguments)})")
+    return lines
+
+
+def pyrepr(value: Any) -> str:
+    """A JSON value as Python source."""
+    return repr(value)
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class PythonSourceExtension(Extension):
+    def __init__(self, environment):
+        super().__init__(environment)
+        environment.filters.update(
+            field_names=field_names,
+            has_datetimes=has_datetimes,
+            input_annotation=input_annotation,
+            output_annotation=output_annotation,
+            model_fields=model_fields,
+            pyrepr=pyrepr,
+            pretty_json=pretty_json,
+        )

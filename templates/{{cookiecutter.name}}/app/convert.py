@@ -1,0 +1,312 @@
+"""Conversions between the JSON of a request and the Python objects the notebook code works with.
+
+The entry function was written against the notebook's sample (a DataFrame, a 2-D array, a list of
+strings...). Each request's instances are turned back into exactly that type -- same columns, order,
+dtypes and missing-value markers -- so the service predicts what the notebook predicted. Results go
+the other way: arrays, Series, DataFrames, tensors and numpy scalars become plain JSON values.
+
+This module is plain runtime code: jupyter-mlship imports this same file inside the notebook kernel to
+build the golden test, so kernel and service share one implementation. numpy and pandas are imported
+only when the input kind needs them, because a service for a pure-Python model may have neither.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import math
+from typing import Any, Callable
+
+MISSING_MARKERS = {"nan": float("nan"), "none": None}
+MAX_REPORTED_MISMATCHES = 20
+
+
+# --- requests: JSON instances -> the sample's type ---------------------------------------------------
+
+
+def sample_converter(input_schema: dict) -> Callable[[list], Any]:
+    """Build, once, the function that turns a list of validated JSON instances into the sample's type.
+
+    The service calls this at start-up so that per-request work is only the conversion itself.
+    """
+    kind = input_schema["kind"]
+    if kind == "dataframe":
+        return _dataframe_converter(input_schema["columns"])
+    if kind == "ndarray":
+        return _ndarray_converter(input_schema)
+    if kind == "records":
+        return _records_converter(input_schema["columns"])
+    if kind == "scalars":
+        return _scalars_converter(input_schema)
+    if kind == "strings":
+        return list
+    raise ValueError(f"unknown input kind {kind!r}")
+
+
+def instances_to_sample(instances: list, input_schema: dict) -> Any:
+    """Turn JSON instances into the sample's type (see ``sample_converter``, which caches the set-up)."""
+    return sample_converter(input_schema)(instances)
+
+
+def _missing_value(column: dict) -> Any:
+    return MISSING_MARKERS[column.get("missing") or "nan"]
+
+
+def _dataframe_converter(columns: list[dict]) -> Callable[[list], Any]:
+    import pandas as pd
+
+    builders = [(column["name"], _column_builder(column)) for column in columns]
+
+    def to_dataframe(instances: list) -> Any:
+        return pd.DataFrame(
+            {name: build([instance.get(name) for instance in instances]) for name, build in builders}
+        )
+
+    return to_dataframe
+
+
+def _column_builder(column: dict) -> Callable[[list], Any]:
+    """One column's values (None for missing) -> an array with the sample's dtype."""
+    import numpy as np
+    import pandas as pd
+
+    dtype_name = column["dtype"]
+    missing = _missing_value(column)
+
+    if dtype_name == "category":
+        categories = pd.CategoricalDtype(pd.Index(column["categories"] or []))
+        return lambda values: pd.Categorical(values, dtype=categories)
+
+    dtype = pd.api.types.pandas_dtype(dtype_name)
+    # Date-times: ISO 8601 strings (kernel) or datetime objects (pydantic) both parse; None becomes NaT.
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return lambda values: pd.to_datetime(values, format="ISO8601", utc=True).tz_convert(dtype.tz).astype(dtype)
+    if isinstance(dtype, np.dtype) and dtype.kind == "M":
+        return lambda values: pd.to_datetime(values, format="ISO8601").astype(dtype)
+    if not isinstance(dtype, np.dtype):
+        # Extension dtypes (str, string, Int64, boolean, Float64...) handle None themselves.
+        return lambda values: pd.array(values, dtype=dtype)
+    if dtype.kind in "iu":
+        return lambda values: _int_array(values, dtype)
+    if dtype.kind == "f":
+        return lambda values: np.array(values, dtype=dtype)  # numpy turns None into NaN
+    if dtype.kind == "b":
+        return lambda values: _bool_array(values, missing)
+    return lambda values: _object_column(values, missing)
+
+
+def _int_array(values: list, dtype: Any) -> Any:
+    import numpy as np
+
+    try:
+        return np.array(values, dtype=dtype)
+    except TypeError:
+        # A null in an integer column: pandas would hold that column as float64 with NaN.
+        return np.array(values, dtype="float64")
+
+
+def _bool_array(values: list, missing: Any) -> Any:
+    import numpy as np
+
+    if any(value is None for value in values):
+        # pandas keeps a boolean column with a missing value as object dtype.
+        return _object_column(values, missing)
+    return np.array(values, dtype=bool)
+
+
+def _object_column(values: list, missing: Any) -> Any:
+    import pandas as pd
+
+    if missing is not None:
+        values = [missing if v is None else v for v in values]
+    # A Series, not an array: pandas 3 would turn an object array of strings into its str dtype.
+    return pd.Series(values, dtype=object)
+
+
+def _ndarray_converter(schema: dict) -> Callable[[list], Any]:
+    import numpy as np
+
+    dtype = np.dtype(schema["dtype"])
+    nullable = schema.get("nullable", False)
+    if dtype.kind in "iu":
+        return lambda instances: _int_array(instances, dtype)
+    if dtype.kind == "f":
+        return lambda instances: np.array(instances, dtype=dtype)
+    if dtype.kind in "US":
+        # Let numpy size the strings from the request: the sample's width would truncate longer ones.
+        kind = dtype.kind
+
+        def strings(instances: list) -> Any:
+            if nullable and any(v is None for row in instances for v in row):
+                return np.array(instances, dtype=object)
+            return np.array(instances, dtype=kind)
+
+        return strings
+    if dtype.kind == "b":
+
+        def booleans(instances: list) -> Any:
+            if nullable and any(v is None for row in instances for v in row):
+                return np.array([[math.nan if v is None else v for v in row] for row in instances], dtype=object)
+            return np.array(instances, dtype=bool)
+
+        return booleans
+    return lambda instances: np.array(instances, dtype=object)
+
+
+def _records_converter(columns: list[dict]) -> Callable[[list], Any]:
+    nan_fields = [c["name"] for c in columns if c.get("nullable") and c.get("missing") == "nan"]
+    if not nan_fields:
+        return lambda instances: [dict(instance) for instance in instances]
+
+    def records(instances: list) -> list:
+        converted = []
+        for instance in instances:
+            record = dict(instance)
+            for name in nan_fields:
+                if name in record and record[name] is None:
+                    record[name] = math.nan
+            converted.append(record)
+        return converted
+
+    return records
+
+
+def _scalars_converter(schema: dict) -> Callable[[list], Any]:
+    if schema.get("dtype"):  # the sample was a 1-D numpy array
+        import numpy as np
+
+        dtype = np.dtype(schema["dtype"])
+        if dtype.kind in "iu":
+            return lambda instances: _int_array(instances, dtype)
+        if dtype.kind in "US":
+            return lambda instances: np.array(instances, dtype=dtype.kind)
+        return lambda instances: np.array(instances, dtype=dtype)
+    if schema.get("json_type") == "number":
+        # A list of floats: missing values were NaN in the sample, sent as null.
+        return lambda instances: [math.nan if v is None else v for v in instances]
+    return list
+
+
+# --- results -> JSON ---------------------------------------------------------------------------------
+
+
+def json_value(value: Any) -> Any:
+    """One value as plain JSON: numpy scalars become Python, NaN/inf/NA/NaT become None."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)  # numpy.str_ too
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalar -> Python scalar
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, (_datetime.datetime, _datetime.date, _datetime.time)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays inside a list or a record
+        return json_value(value.tolist())
+    if hasattr(value, "__float__"):  # Decimal, numpy longdouble...
+        return json_value(float(value))
+    raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON")
+
+
+def _array_rows(array: Any) -> list:
+    import numpy as np
+
+    if array.ndim == 0:
+        raise ValueError("the entry function returned a single value, not one per instance")
+    if array.dtype.kind in "iub":
+        return array.tolist()  # cannot hold NaN: no per-value work
+    if array.dtype.kind == "f" and np.isfinite(array).all():
+        return array.tolist()
+    return json_value(array.tolist())
+
+
+def result_rows(result: Any) -> list:
+    """The entry function's result as a list of JSON values, one per instance."""
+    if hasattr(result, "detach") and hasattr(result, "cpu"):  # torch tensor, without importing torch
+        result = result.detach().cpu().numpy()
+    module = type(result).__module__.split(".")[0]
+    if module == "numpy" and hasattr(result, "ndim"):
+        return _array_rows(result)
+    if module == "pandas":
+        if hasattr(result, "columns"):  # DataFrame: one record per row
+            names = [str(name) for name in result.columns]
+            return [
+                {name: json_value(v) for name, v in zip(names, row)}
+                for row in result.itertuples(index=False, name=None)
+            ]
+        if hasattr(result, "to_numpy"):  # Series, Index, Categorical...
+            values = result.to_numpy()
+            return _array_rows(values) if values.dtype != object else json_value(values.tolist())
+    if isinstance(result, (list, tuple)):
+        return json_value(list(result))
+    raise ValueError(
+        f"the entry function returned {type(result).__name__}; expected an array, a pandas Series or "
+        "DataFrame, a list or a tensor with one element per instance"
+    )
+
+
+def outputs_to_json(result: Any, output_schema: dict, n: int) -> list:
+    """The result as JSON predictions; a ValueError when it does not hold one row per instance."""
+    rows = result_rows(result)
+    if len(rows) != n:
+        raise ValueError(f"the entry function returned {len(rows)} predictions for {n} instances")
+    return rows
+
+
+# --- comparing predictions (golden test, start-up self-check) ----------------------------------------
+
+
+def compare_predictions(expected: list, actual: list, rel_tol: float) -> list[str]:
+    """Human-readable differences: exact for ints, strings and bools, relative tolerance for floats."""
+    if len(expected) != len(actual):
+        return [f"expected {len(expected)} predictions, got {len(actual)}"]
+    problems: list[str] = []
+    for index, (want, got) in enumerate(zip(expected, actual)):
+        _compare(want, got, f"prediction {index}", rel_tol, problems)
+    if len(problems) > MAX_REPORTED_MISMATCHES:
+        extra = len(problems) - MAX_REPORTED_MISMATCHES
+        problems = problems[:MAX_REPORTED_MISMATCHES] + [f"... and {extra} more differences"]
+    return problems
+
+
+def _compare(want: Any, got: Any, where: str, rel_tol: float, problems: list[str]) -> None:
+    if isinstance(want, dict) and isinstance(got, dict):
+        if list(want) != list(got):
+            problems.append(f"{where}: expected keys {list(want)}, got {list(got)}")
+            return
+        for key in want:
+            _compare(want[key], got[key], f"{where}.{key}", rel_tol, problems)
+        return
+    if isinstance(want, list) and isinstance(got, list):
+        if len(want) != len(got):
+            problems.append(f"{where}: expected {len(want)} values, got {len(got)}")
+            return
+        for index, (w, g) in enumerate(zip(want, got)):
+            _compare(w, g, f"{where}[{index}]", rel_tol, problems)
+        return
+    if _is_number(want) and _is_number(got):
+        if isinstance(want, int) and isinstance(got, int):
+            same = want == got
+        else:
+            # abs_tol: values that are zero in one run and 1e-17 in the other are the same prediction.
+            same = math.isclose(want, got, rel_tol=rel_tol, abs_tol=1e-12)
+        if not same:
+            problems.append(f"{where}: expected {want!r}, got {got!r} (relative tolerance {rel_tol:g})")
+        return
+    if type(want) is not type(got) or want != got:
+        problems.append(f"{where}: expected {want!r}, got {got!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

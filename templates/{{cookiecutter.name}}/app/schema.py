@@ -1,0 +1,99 @@
+{%- set spec = cookiecutter._spec -%}
+{%- set input = spec.input -%}
+{%- set output = spec.output -%}
+"""Request and response models of the {{ spec.name }} service, generated from the notebook's sample.
+
+One instance of a request is {% if input.kind == "dataframe" %}one row of the sample DataFrame ({{ input.columns | length }} columns){% elif input.kind == "records" %}one record (a JSON object) like those of the sample{% elif input.kind == "ndarray" %}one row of the sample array: {{ input.width }} {{ input.json_type }} values{% elif input.kind == "strings" %}one string{% else %}one {{ input.json_type }} value{% endif %}.
+Validation is strict (no silent type coercion, no unknown fields) so that what reaches the model is
+what the notebook's code was written for. app/convert.py turns the validated instances back into the
+sample's type.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+{%- if input | has_datetimes %}
+from pydantic import AwareDatetime, BeforeValidator, NaiveDatetime, Strict
+
+
+def iso_string(value: Any) -> Any:
+    """Date-times come as ISO 8601 strings only (pydantic would also take numbers as Unix times)."""
+    if not isinstance(value, str):
+        raise ValueError("Input should be an ISO 8601 date-time string")
+    return value
+
+
+# Strict(False): strict mode would refuse the ISO 8601 strings themselves.
+NaiveIsoDatetime = Annotated[NaiveDatetime, Strict(False), BeforeValidator(iso_string)]
+AwareIsoDatetime = Annotated[AwareDatetime, Strict(False), BeforeValidator(iso_string)]
+{%- endif %}
+
+{% if input.kind in ("dataframe", "records") %}
+class Instance(BaseModel):
+    """One {{ "row" if input.kind == "dataframe" else "record" }}. Nullable fields accept null and may be left out."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+{% for line in input.columns | model_fields %}
+    {{ line }}
+{%- endfor %}
+{% elif input.kind == "ndarray" %}
+# One row of {{ input.width }} values{{ ", null for a missing value (NaN)" if input.nullable else "" }}.
+Instance = Annotated[
+    list[{{ input | input_annotation }}],
+    Field(min_length={{ input.width }}, max_length={{ input.width }}),
+]
+{% else %}
+Instance = {{ input | input_annotation }}
+{% endif %}
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[Instance] = Field(
+        min_length=1,
+        description="1 to {{ spec.max_instances }} instances; more are answered with 413.",
+    )
+
+{% if output.kind == "record" %}
+class Prediction(BaseModel):
+    """The prediction for one instance."""
+
+    model_config = ConfigDict(protected_namespaces=())
+{% for line in output.columns | model_fields("output") %}
+    {{ line }}
+{%- endfor %}
+{% elif output.kind == "vector" %}
+{%- if output.width %}
+Prediction = Annotated[
+    list[{{ output.json_type | output_annotation(output.nullable) }}],
+    Field(min_length={{ output.width }}, max_length={{ output.width }}),
+]
+{%- else %}
+Prediction = list[{{ output.json_type | output_annotation(output.nullable) }}]
+{%- endif %}
+{% else %}
+Prediction = {{ output.json_type | output_annotation(output.nullable) }}
+{% endif %}
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    predictions: list[Prediction] = Field(description="One prediction per instance, in order.")
+    model: ModelInfo
+
+
+def instances_as_json(request: PredictRequest) -> list:
+    """The validated instances as plain JSON values, the form app.convert expects."""
+{%- if input.kind == "dataframe" %}
+    return [instance.model_dump(by_alias=True) for instance in request.instances]
+{%- elif input.kind == "records" %}
+    # Fields left out stay left out, as in the sample's records.
+    return [instance.model_dump(by_alias=True, exclude_unset=True) for instance in request.instances]
+{%- else %}
+    return request.instances
+{%- endif %}

@@ -1,0 +1,37 @@
+"""The service predicts what the notebook predicted on the sample (the golden data in ship.json)."""
+
+import pytest
+
+from app.convert import compare_predictions
+
+
+def batches(items: list, size: int) -> list[list]:
+    """Split the golden instances into requests the service accepts (at most max_instances each)."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def test_ready(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("route", ["/predict", "/v1/models/{name}:predict"])
+def test_golden_predictions(client, ship, route):
+    golden = ship["golden"]
+    url = route.format(name=ship["name"])
+    predictions = []
+    for instances in batches(golden["instances"], ship["max_instances"]):
+        response = client.post(url, json={"instances": instances})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == {"name": ship["name"], "version": ship["version"]}
+        predictions += body["predictions"]
+    # Exact for integers, strings and booleans; relative tolerance for floats.
+    mismatches = compare_predictions(golden["predictions"], predictions, golden["float_rel_tol"])
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_unknown_model_name_is_404(client, ship):
+    response = client.post(f"/v1/models/not-{ship['name']}:predict", json={"instances": ship["golden"]["instances"][:1]})
+    assert response.status_code == 404
+    assert "name" in response.json()["detail"]
