@@ -341,6 +341,11 @@ class MainReferenceScanner(pickle.Pickler):
             self.main_objects[getattr(target, "__qualname__", repr(target))] = target
         elif isinstance(module, str):
             self.modules.add(module.split(".")[0])
+        # Base classes count too: xgboost's XGBClassifier cannot be imported without scikit-learn.
+        for base in getattr(target, "__mro__", ())[1:]:
+            base_module = getattr(base, "__module__", None)
+            if isinstance(base_module, str) and base_module != "__main__":
+                self.modules.add(base_module.split(".")[0])
         return NotImplemented
 
 
