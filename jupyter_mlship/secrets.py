@@ -1,0 +1,69 @@
+"""Never leak: scan exported code and constants for credentials before anything is written.
+
+detect-secrets does the detection, with its default plugins and filters (the same set its CLI uses,
+including `# pragma: allowlist secret` on a line to allow it).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from .spec import SecretFinding
+
+# detect-secrets keeps its settings in a process-wide singleton: one scan at a time.
+_LOCK = threading.Lock()
+
+# Entropy limits (bits per character) of the generic high-entropy plugins, stated rather than inherited:
+# 4.5 for base64 flags random 20+ character tokens but not identifiers, column names or English words;
+BASE64_LIMIT = 4.5
+# 3.0 for hex flags hex keys of 16+ characters (hex has at most 4 bits/char, so real keys sit at 3.5-4).
+HEX_LIMIT = 3.0
+
+# When several plugins report the same secret on the same line, the most specific name wins.
+_GENERIC_TYPES = ("Base64 High Entropy String", "Hex High Entropy String", "Secret Keyword")
+
+
+def scan_for_secrets(files: dict[str, str]) -> list[SecretFinding]:
+    """One finding (file, line, type) per secret in the given texts, keyed by their display names."""
+    from detect_secrets import SecretsCollection
+    from detect_secrets.settings import default_settings
+
+    found: dict[tuple[str, int | None], dict[str, str]] = {}  # (file, line) -> secret hash -> type
+    with _LOCK, tempfile.TemporaryDirectory(prefix="mlship-secrets-") as folder, default_settings() as settings:
+        settings.configure_plugins([
+            {"name": "Base64HighEntropyString", "limit": BASE64_LIMIT},
+            {"name": "HexHighEntropyString", "limit": HEX_LIMIT},
+        ])
+        collection = SecretsCollection(root=folder)
+        names: dict[str, str] = {}
+        for index, (display, text) in enumerate(files.items()):
+            # The suffix picks detect-secrets' per-language rules (e.g. keyword patterns for .py).
+            relative = f"{index}{_suffix(display)}"
+            (Path(folder) / relative).write_text(text, encoding="utf-8")
+            names[relative] = display
+            collection.scan_file(relative)
+        for relative, secret in collection:
+            on_line = found.setdefault((names[relative], secret.line_number or None), {})
+            previous = on_line.get(secret.secret_hash)
+            if previous is None or _specificity(secret.type) > _specificity(previous):
+                on_line[secret.secret_hash] = secret.type
+    findings = []
+    for (file, line), types in found.items():
+        specific = {t for t in types.values() if t not in _GENERIC_TYPES}
+        # A token a named detector recognised is also high-entropy (often minus its prefix): report it once.
+        for secret_type in sorted(specific) if specific else types.values():
+            findings.append(SecretFinding(file=file, line=line, type=secret_type))
+    return sorted(findings, key=lambda f: (f.file, f.line or 0, f.type))
+
+
+def _suffix(display: str) -> str:
+    """A file-like display name keeps its extension; other texts (constants) are scanned as Python."""
+    suffix = Path(display).suffix
+    return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix or "") else ".py"
+
+
+def _specificity(secret_type: str) -> int:
+    return _GENERIC_TYPES.index(secret_type) if secret_type in _GENERIC_TYPES else len(_GENERIC_TYPES)
