@@ -357,12 +357,19 @@ class _NullWriter:
 def scan_object(name: str, value: Any, user_ns: dict[str, Any], cell: int | None) -> MainReferenceScanner:
     """What an artifact refers to; refuses what cannot be saved or would load differently."""
     scanner = MainReferenceScanner()
+    where = _cell_text(cell)
     try:
         scanner.dump(value)
     except Exception as exc:  # whatever pickling raises, the user needs the variable and reason
+        _refuse_notebook_code(name, where, scanner, user_ns)
         raise ShipError(_cannot_save_message(name, cell, exc)) from exc
+    _refuse_notebook_code(name, where, scanner, user_ns)
+    return scanner
+
+
+def _refuse_notebook_code(name: str, where: str, scanner: MainReferenceScanner, user_ns: dict[str, Any]) -> None:
+    """Notebook code an artifact holds must be shippable as source, and be the live definition."""
     for qualname, obj in scanner.main_objects.items():
-        where = _cell_text(cell)
         if "<lambda>" in qualname or "<locals>" in qualname:
             raise ShipError(
                 f"`{name}`{where} holds {qualname!r}, a lambda or nested function from the notebook; "
@@ -373,7 +380,6 @@ def scan_object(name: str, value: Any, user_ns: dict[str, Any], cell: int | None
                 f"`{name}`{where} holds an older definition of `{qualname}` (it was redefined after "
                 f"`{name}` was built); re-run the cell that builds `{name}`"
             )
-    return scanner
 
 
 def _cannot_save_message(name: str, cell: int | None, exc: BaseException) -> str:

@@ -118,6 +118,13 @@ class EventReporter:
                    "markdown": markdown})
 
 
+def _unquote(value: str | None) -> str | None:
+    """IPython's argument splitter keeps quotes; `--sample "df[['a', 'b']]"` means the expression inside."""
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def _in_notebook(shell: Any) -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
@@ -170,7 +177,14 @@ class ShipMagics(Magics):
 
             %ship churn --model clf --sample X_test[:20] --method predict_proba
         """
-        args = parse_argstring(self.ship, line)
+        try:
+            args = parse_argstring(self.ship, line)
+        except UsageError as exc:
+            if "unrecognized arguments" in str(exc):
+                raise UsageError(
+                    f"%ship: {exc}; quote an expression that contains spaces, e.g. --sample \"df[['a', 'b']]\""
+                ) from None
+            raise
         shell = self.shell
         events = args.events
         reporter: Any = EventReporter() if events else NotebookReporter() if _in_notebook(shell) else TextReporter()
@@ -212,9 +226,9 @@ class ShipMagics(Magics):
     def _options(self, args: Any, cell: str | None) -> Any:
         from .export import ShipOptions
 
-        out = Path(os.environ.get(OUT_OVERRIDE_ENV) or args.out).expanduser()
-        common = dict(name=args.name, sample_expr=args.sample, out=out, version=args.version,
-                      reference_expr=args.reference, dry_run=args.dry_run, verify=not args.no_verify,
+        out = Path(os.environ.get(OUT_OVERRIDE_ENV) or _unquote(args.out)).expanduser()
+        common = dict(name=_unquote(args.name), sample_expr=_unquote(args.sample), out=out,
+                      version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
                       build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook())
         if cell is None:
             if not args.model:

@@ -93,7 +93,7 @@ def test_entry_that_raises_on_the_sample(ipython):
 def test_unsupported_sample_type(ipython):
     ok_cell(ipython, MODEL_CELL)
     message = refused(ipython, """
-        %%ship svc --sample {1, 2, 3} --no-verify
+        %%ship svc --sample "set([1, 2, 3])" --no-verify
         def predict(x):
             return list(x)
     """)
@@ -116,6 +116,7 @@ def test_magic_argument_mistakes_are_usage_errors(ipython):
     assert "several functions" in refused(ipython, "%%ship svc --sample X[:5]\ndef a(x):\n    return x\ndef b(x):\n    return x")
     assert "defines no function" in refused(ipython, "%%ship svc --sample X[:5]\nz = 1")
     assert "not valid Python" in refused(ipython, "%%ship svc --sample X[:5]\ndef (:")
+    assert "quote an expression" in refused(ipython, "%ship svc --model clf --sample X[[0, 1]]")
 
 
 def test_help_is_real(ipython):
@@ -130,11 +131,11 @@ def test_redefined_function_held_by_a_model_is_refused(ipython):
         from sklearn.feature_extraction.text import TfidfVectorizer
         def clean(s):
             return s.lower()
-        vec = TfidfVectorizer(preprocessor=clean).fit(["a b", "b c"])
+        vec = TfidfVectorizer(preprocessor=clean).fit(["alpha beta", "beta gamma"])
     """)
     ok_cell(ipython, "def clean(s):\n    return s.upper()")
     message = refused(ipython, """
-        %%ship svc --sample ["a b"] --no-verify
+        %%ship svc --sample "['alpha beta']" --no-verify
         def predict(texts):
             return vec.transform(texts).sum(axis=1).A1
     """)
