@@ -25,6 +25,8 @@ import textwrap
 import threading
 import types
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import ShipError
@@ -58,15 +60,22 @@ class CodeCapture:
     cells: dict[str, int | None] = field(default_factory=dict)  # name -> cell it came from
     unresolved: list[str] = field(default_factory=list)  # names used but not defined anywhere
     modules: set[str] = field(default_factory=set)  # top-level modules the code imports
+    local_modules: dict[str, Path] = field(default_factory=dict)  # the notebook folder's own modules
 
     def features_source(self, entry_docstring: str, load_line: Callable[[str], str]) -> str:
         """The text of app/features.py: imports, constants, definitions, artifacts, entry."""
         parts = [f'"""{entry_docstring}"""\n']
-        imports = sorted(set(self.imports.values()))
-        if self.artifacts:
-            imports.append("from app.loaders import load_artifact")
+        if self.local_modules:
+            parts.append(
+                "# The notebook's own modules are shipped in app/local/.\n"
+                "import sys\nfrom pathlib import Path\n\n"
+                'sys.path.insert(0, str(Path(__file__).resolve().parent / "local"))\n'
+            )
+        imports = sorted(set(self.imports.values()), key=lambda s: (s.startswith("from "), s))
         if imports:
             parts.append("\n".join(imports) + "\n")
+        if self.artifacts:
+            parts.append("from app.loaders import load_artifact\n")
         if self.constants:
             parts.append("\n".join(f"{name} = {src}" for name, src in self.constants.items()) + "\n")
         entry = self.definitions.get(self.entry_name)
@@ -423,7 +432,7 @@ class CodeWalker:
         if statement is not None:
             captured.imports[name] = statement
             module = value.__name__ if isinstance(value, types.ModuleType) else value.__module__
-            captured.modules.add(module.split(".")[0])
+            self._add_modules(captured, {module.split(".")[0]})
             return
         if isinstance(value, (types.FunctionType, type)) and is_notebook_object(value):
             own_name = value.__name__
@@ -454,8 +463,22 @@ class CodeWalker:
         captured.cells[name] = cell
         captured.notebook_refs[name] = set(scanner.main_objects)
         captured.artifact_modules[name] = set(scanner.modules)
-        captured.modules |= scanner.modules
+        self._add_modules(captured, scanner.modules)
         queue.extend(scanner.main_objects)
+
+    @staticmethod
+    def _add_modules(captured: CodeCapture, modules: Iterable[str]) -> None:
+        """Record modules; the notebook folder's own ones are shipped, with what they import."""
+        pending = list(modules)
+        while pending:
+            module = pending.pop()
+            if module in captured.modules:
+                continue
+            captured.modules.add(module)
+            path = local_module_path(module)
+            if path is not None:
+                captured.local_modules[module] = path
+                pending.extend(imported_modules(path))
 
     def _add_definition(self, captured: CodeCapture, name: str, value: Any, queue: list[str]) -> None:
         kind = "class" if isinstance(value, type) else "function"
@@ -528,3 +551,61 @@ def _last_assignment_cell(history: CellHistory, name: str) -> int | None:
         if pattern.search(history.cells[n]):
             return n
     return None
+
+
+# --- the notebook folder's own modules ----------------------------------------------------------
+
+
+@cache
+def _site_dirs() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    dirs = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    return tuple(str(Path(d).resolve()) for d in dirs if d)
+
+
+def local_module_path(module: str) -> Path | None:
+    """The file or package folder of an imported module that no installed distribution provides."""
+    if module in sys.stdlib_module_names or module in sys.builtin_module_names:
+        return None
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if not file or not file.endswith(".py"):
+        return None
+    path = Path(file).resolve()
+    if any(str(path).startswith(d + "/") for d in _site_dirs()):
+        return None
+    import importlib.metadata
+
+    if module in importlib.metadata.packages_distributions():
+        return None  # an editable install of a real distribution: pinned, not copied
+    return path.parent if path.name == "__init__.py" else path
+
+
+def local_module_files(module: str, path: Path) -> dict[str, str]:
+    """Relative path under app/local/ -> source, for a module file or a package folder."""
+    if path.is_file():
+        return {f"{module}.py": path.read_text(encoding="utf-8")}
+    return {
+        str(Path(module) / file.relative_to(path)): file.read_text(encoding="utf-8")
+        for file in sorted(path.rglob("*.py"))
+        if "__pycache__" not in file.parts
+    }
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level modules a local module or package imports (absolute imports only)."""
+    files = [path] if path.is_file() else list(path.rglob("*.py"))
+    found: set[str] = set()
+    for file in files:
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return found

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from . import __version__
 from .artifacts import SAFE_FORMATS, format_candidates, load_saved, save_artifact
-from .capture import CellHistory, CodeCapture, CodeWalker, Definition
+from .capture import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .errors import ShipError
 from .runtime import runtime_module
 from .spec import (
@@ -206,15 +206,21 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             for name, value in captured.artifacts.items()
         ]
         features_source = features_text()
-        findings = scan_for_secrets(_secret_scan_files(features_source))
+        local_modules = {
+            path: text
+            for module, folder in sorted(captured.local_modules.items())
+            for path, text in local_module_files(module, folder).items()
+        }
+        findings = scan_for_secrets(_secret_scan_files(features_source, local_modules))
         for finding in findings:
-            finding.name = finding.name or _name_at_line(features_source, finding.line)
+            if finding.file == "app/features.py":
+                finding.name = finding.name or _name_at_line(features_source, finding.line)
         if findings and not options.allow_secrets:
             first = findings[0]
             raise ShipError(
                 f"possible secret ({first.type}) in the exported code"
                 + (f", in `{first.name}`" if first.name else "")
-                + f" at app/features.py line {first.line}: remove it from the code the entry function uses "
+                + f" at {first.file} line {first.line}: remove it from the code the entry function uses "
                 "(read it from an environment variable), or pass --allow-secrets after checking it"
             )
         modules = set(captured.modules) | set(SERVICE_MODULES)
@@ -242,6 +248,7 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             entry=entry_spec,
             python_version=python_version(),
             features_source=features_source,
+            local_modules=local_modules,
             captured=_captured_names(captured, artifacts),
             artifacts=artifacts,
             requirements=requirements,
@@ -339,12 +346,17 @@ def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], 
             return live[name]
 
         sys.modules["app.loaders"].load_artifact = load_artifact  # type: ignore[attr-defined]
-        exec(compile(source, "app/features.py", "exec"), namespace)
+        namespace["__file__"] = str(staging / "app" / "features.py")
+        saved_path = list(sys.path)
+        try:
+            exec(compile(source, "app/features.py", "exec"), namespace)
+        finally:
+            sys.path[:] = saved_path  # features.py may add app/local; the kernel's path stays as it was
     return namespace
 
 
-def _secret_scan_files(features_source: str) -> dict[str, str]:
-    return {"app/features.py": features_source}
+def _secret_scan_files(features_source: str, local_modules: dict[str, str]) -> dict[str, str]:
+    return {"app/features.py": features_source, **{f"app/local/{p}": t for p, t in local_modules.items()}}
 
 
 def _name_at_line(source: str, line: int | None) -> str | None:
@@ -459,6 +471,10 @@ def _render(spec: ShipSpec, staging: Path, project: Path) -> None:
     from .render import render_project
 
     render_project(spec, staging, project)
+    for relative, text in spec.local_modules.items():
+        target = project / "app" / "local" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
 
 
 def _verify(project: Path, reporter: Reporter) -> Any:

@@ -127,6 +127,7 @@ class ShipSpec(SpecModel):
     entry: Entry
     python_version: str  # major.minor.micro of the kernel
     features_source: str  # the full text of app/features.py
+    local_modules: dict[str, str] = Field(default_factory=dict)  # app/local/<path> -> source: the notebook's own .py modules
     captured: list[CapturedName]
     artifacts: list[ArtifactSpec]
     requirements: list[Requirement]

@@ -1,0 +1,147 @@
+"""Code capture in a real IPython shell: only what the entry function reaches, as readable source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import ok_cell
+
+
+def features(project: Path) -> str:
+    return (project / "app" / "features.py").read_text()
+
+
+def test_capture_follows_names_across_cells_and_keeps_the_live_definition(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        import pandas as pd
+        from numpy import log1p as safe_log
+        from sklearn.linear_model import LinearRegression
+        import functools
+        LOOKUP = {"a": 1, "b": 2}
+        UNUSED_FRAME = pd.DataFrame({"x": range(1000)})
+        password = "correct horse battery staple 123!"
+    """)
+    ok_cell(ipython, """
+        def scale(v):
+            return v * 10
+        def add_features(frame):
+            return frame.assign(code=frame["cat"].map(LOOKUP), logx=safe_log(frame["x"]))
+    """)
+    ok_cell(ipython, """
+        def scale(v):  # redefined: this one must be shipped
+            return v * 100
+        def traced(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                return fn(*args, **kwargs)
+            return wrapper
+        frame = pd.DataFrame({"x": np.arange(1.0, 21.0), "cat": ["a", "b"] * 10})
+        reg = LinearRegression().fit(add_features(frame)[["code", "logx"]], frame["x"])
+        def plot_things():
+            import matplotlib  # never reached from the entry function
+    """)
+    ok_cell(ipython, """
+        %%ship reg --sample frame.head(5) --no-verify
+        @traced
+        def predict(frame):
+            x = add_features(frame)
+            return scale(reg.predict(x[["code", "logx"]]))
+    """)
+    source = features(Path("services/reg"))
+    assert "return v * 100" in source and "return v * 10\n" not in source
+    assert "from numpy import log1p as safe_log" in source and "import functools" in source
+    assert "LOOKUP = {'a': 1, 'b': 2}" in source
+    assert "@traced\ndef predict(frame):" in source and "def traced(fn):" in source
+    for left_behind in ("UNUSED_FRAME", "password", "plot_things", "matplotlib"):
+        assert left_behind not in source
+    # Definitions keep the notebook's order; the entry comes last, after the artifacts.
+    assert source.index("def add_features") < source.index("def scale") < source.index('reg = load_artifact("reg")')
+    assert source.rstrip().endswith('return scale(reg.predict(x[["code", "logx"]]))')
+    spec = json.loads(Path("services/reg/ship.json").read_text())
+    cells = {c["name"]: c["cell"] for c in spec["captured"]}
+    # In[1] is the fixture's %load_ext.
+    assert cells["scale"] == 4 and cells["add_features"] == 3 and cells["LOOKUP"] == 2 and cells["reg"] == 4
+    assert cells["predict"] == 5
+    review = Path("services/reg/REVIEW.md").read_text()
+    assert "| `scale` | function | In[4] |" in review and "| `reg` | artifact | In[4] |" in review
+
+
+def test_custom_transformer_class_from_the_notebook_loads_in_the_service_code(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.base import BaseEstimator, TransformerMixin
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        class ClipOutliers(BaseEstimator, TransformerMixin):
+            def __init__(self, limit=3.0):
+                self.limit = limit
+            def fit(self, X, y=None):
+                self.center_ = np.median(X, axis=0)
+                return self
+            def transform(self, X):
+                return np.clip(X - self.center_, -self.limit, self.limit)
+
+        X = np.random.default_rng(3).normal(size=(60, 3))
+        y = (X[:, 1] > 0).astype(int)
+        clf = make_pipeline(ClipOutliers(limit=2.0), LogisticRegression()).fit(X, y)
+    """)
+    ok_cell(ipython, "%ship clipper --model clf --sample X[:6] --method predict_proba --no-verify")
+    project = Path("services/clipper")
+    source = features(project)
+    assert "class ClipOutliers(BaseEstimator, TransformerMixin):" in source
+    assert "from sklearn.base import BaseEstimator" in source and "TransformerMixin" in source
+    assert "def predict_proba(instances):" in source and "return clf.predict_proba(instances)" in source
+    manifest = json.loads((project / "model" / "manifest.json").read_text())
+    assert manifest["artifacts"][0]["format"] == "pickle"  # it holds a notebook class: declared fallback
+    assert "pickle (fallback)" in (project / "REVIEW.md").read_text()
+
+
+def test_reexport_replaces_the_project_and_a_foreign_folder_is_never_overwritten(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.linear_model import LinearRegression
+        X = np.arange(20.0).reshape(10, 2)
+        reg = LinearRegression().fit(X, X.sum(axis=1))
+    """)
+    ok_cell(ipython, "%ship twice --model reg --sample X[:3] --no-verify --version 1")
+    ok_cell(ipython, "%ship twice --model reg --sample X[:4] --no-verify --version 2")
+    spec = json.loads(Path("services/twice/ship.json").read_text())
+    assert spec["version"] == "2" and len(spec["golden"]["instances"]) == 4
+    assert sorted(p.name for p in Path("services").iterdir()) == ["twice"]  # no temp or backup folders left
+    Path("services/mine").mkdir()
+    (Path("services/mine") / "notes.txt").write_text("keep me")
+    result = ipython.run_cell("%ship mine --model reg --sample X[:3] --no-verify", store_history=True)
+    assert "is not a jupyter-mlship project" in str(result.error_in_exec)
+    assert (Path("services/mine") / "notes.txt").read_text() == "keep me"
+
+
+def test_the_notebook_folders_own_module_is_shipped_with_the_service(ipython, serve):
+    Path("textutils").mkdir()
+    Path("textutils/__init__.py").write_text("from .clean import normalise\n")
+    Path("textutils/clean.py").write_text("import re\n\nSPACES = re.compile(r'\\s+')\n\n"
+                                          "def normalise(text):\n    return SPACES.sub(' ', text.strip().lower())\n")
+    ok_cell(ipython, """
+        import sys, os
+        sys.path.insert(0, os.getcwd())
+        from textutils import normalise
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.naive_bayes import MultinomialNB
+        docs = ["Good  movie", "BAD film", "good   good", "bad bad film"] * 3
+        nb = MultinomialNB().fit(CountVectorizer().fit_transform(docs), [1, 0, 1, 0] * 3)
+        vec = CountVectorizer().fit(docs)
+    """)
+    ok_cell(ipython, """
+        %%ship reviews --sample docs[:4] --no-verify
+        def predict(texts):
+            return nb.predict(vec.transform([normalise(t) for t in texts]))
+    """)
+    project = Path("services/reviews").resolve()
+    assert (project / "app/local/textutils/clean.py").read_text().startswith("import re")
+    assert "from textutils import normalise" in features(project)
+    service = serve(project)
+    response = service.post("/predict", {"instances": ["  GOOD   film ", "bad"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [int(v) for v in ipython.user_ns["predict"](["  GOOD   film ", "bad"])]
