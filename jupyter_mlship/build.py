@@ -405,24 +405,15 @@ def cpu_only_reason(spec: ShipSpec | Mapping[str, Any]) -> str:
 # --- running the build ------------------------------------------------------------------------------
 
 
+BUILD_TIMEOUT_SECONDS = 3600
+
+
 def _stream(cmd: Sequence[str], on_line: Callable[[str], None]) -> int:
-    """Run cmd, passing each line of its output to on_line as it comes."""
-    process = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, bufsize=1, errors="replace",
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            on_line(line.rstrip("\n"))
-        return process.wait()
-    finally:
-        if process.poll() is None:  # interrupted: do not leave a build running
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    """Run cmd, passing each line of its output to on_line as it comes (verify's streaming runner)."""
+    from .verify import run_streaming
+
+    code, _ = run_streaming(list(cmd), Path.cwd(), dict(os.environ), on_line, BUILD_TIMEOUT_SECONDS)
+    return code
 
 
 def image_size(builder: Builder, image: str) -> int | None:

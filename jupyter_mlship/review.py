@@ -67,6 +67,7 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["where", "line", "type", "name"],
         [[f.file, str(f.line or ""), f.type, f"`{f.name}`" if f.name else ""] for f in spec.secrets_allowed],
     ))
+    sections.append(("Container image", ["base image", "why"], [list(_base_image_choice(spec))]))
     if verify is None:
         verify_rows = [["not run", "", "", ""]]
     else:
@@ -76,6 +77,16 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ]]
     sections.append(("Verification (tests in a clean environment)", ["result", "passed", "failed", "time"], verify_rows))
     return sections
+
+
+def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
+    from .build import cpu_only_reason, gpu_base_image
+
+    gpu = gpu_base_image(spec)
+    if gpu is not None:
+        return f"`{gpu[0]}`", _escape(gpu[1])
+    slim = "python:" + ".".join(spec.python_version.split(".")[:2]) + "-slim"
+    return f"`{slim}`", _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
 
 
 def review_markdown(spec: ShipSpec, verify: Any | None) -> str:
