@@ -1,0 +1,187 @@
+"""A data scientist ships a model from JupyterLab with the Ship panel: no magic typed, no terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.browser
+
+TRAIN = """\
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+X = pd.DataFrame({"age": [22.0, 35.0, 47.0, 51.0, 62.0, 23.0, 44.0, 36.0],
+                  "income": [1.0, 2.5, 3.0, 4.2, 5.1, 1.2, 3.3, 2.2]})
+y = [0, 0, 1, 1, 1, 0, 1, 0]
+clf = LogisticRegression().fit(X, y)
+"""
+EXPORT_TIMEOUT_MS = 600_000  # verify builds a clean environment: 30-120 s, more on a cold cache
+
+
+def write_notebook(path: Path, *sources: str) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, path)
+
+
+def open_notebook(page, lab, name: str) -> None:
+    page.goto(lab.lab_url(f"tree/{name}"))
+    page.locator(".jp-NotebookPanel").first.wait_for()
+    wait_idle(page)
+    # The debugger button is enabled once the kernel's info arrived: before that, Run All is dropped.
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-DebuggerBugButton[aria-disabled='false']").wait_for()
+
+
+def wait_idle(page, timeout: int = 60_000) -> None:
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+        timeout=timeout)
+
+
+def menu(page, *labels: str) -> None:
+    """Click through the menu bar, e.g. menu(page, "Run", "Run All Cells")."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{labels[0]}$")).click()
+    for label in labels[1:]:
+        # Only an enabled item: commands are disabled until the notebook's session is ready.
+        item = page.locator(".lm-Menu:visible .lm-Menu-item:not(.lm-mod-disabled)",
+                            has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(label)}$")))
+        item.last.hover()
+        page.wait_for_timeout(200)  # a menu acts on the item it has made active, after the hover settles
+        item.last.click()
+
+
+def run_all(page, cells: int, idle: bool = True) -> None:
+    menu(page, "Run", "Run All Cells")
+    # Every cell has run once its prompt shows an execution count.
+    page.wait_for_function(
+        """(n) => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
+                 .filter(p => /\\[\\d+\\]/.test(p.textContent)).length >= n""",
+        arg=cells, timeout=120_000)
+    if idle:
+        wait_idle(page)
+
+
+def open_panel(page):
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .mlship-ToolbarButton").first.click()
+    panel = page.locator("#mlship-panel")
+    panel.wait_for(state="visible")
+    return panel
+
+
+def screenshot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}-lab.png"))
+    # A tall window for a moment, so the whole panel fits in one picture without scrolling.
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 2000})
+    try:
+        page.locator("#mlship-panel .mlship-View").screenshot(path=str(folder / f"{name}-panel.png"))
+    finally:
+        page.set_viewport_size(size)
+
+
+def use_theme(page, theme: str) -> None:
+    menu(page, "Settings", "Theme", theme)
+    page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme)
+
+
+def test_ship_a_trained_model_from_the_panel(lab, page, screenshots_dir):
+    write_notebook(lab.root / "churn.ipynb", "%load_ext jupyter_mlship", TRAIN)
+    open_notebook(page, lab, "churn.ipynb")
+    run_all(page, 2)
+
+    panel = open_panel(page)
+    panel.locator("#mlship-model option[value='clf']").wait_for(state="attached")
+    panel.locator("#mlship-name").fill("Churn")
+    assert "lowercase letters" in panel.locator(".mlship-FieldError").inner_text()  # validated as typed
+    panel.locator("#mlship-name").fill("churn")
+    assert panel.locator(".mlship-FieldError").count() == 0
+    panel.locator("#mlship-model").select_option("clf")
+    panel.locator("#mlship-method").select_option("predict_proba")
+    panel.locator("#mlship-sample").select_option("X")
+    assert panel.locator(".mlship-Command").inner_text() == "%ship churn --sample X --model clf --method predict_proba"
+
+    panel.get_by_role("button", name="Review").click()
+    review = panel.locator(".mlship-Review .jp-RenderedMarkdown")
+    review.wait_for(timeout=120_000)
+    assert "clf" in review.inner_text()
+    panel.locator(".mlship-Result", has_text="Review ready").wait_for()
+    assert not (lab.root / "services" / "churn").exists()  # a review writes nothing
+
+    panel.get_by_role("button", name="Export").click()
+    panel.locator(".mlship-Step", has_text="Capture").wait_for()
+    screenshot(page, screenshots_dir, "export-running-light")
+    done = panel.locator(".mlship-Result.mlship-mod-ok, .mlship-Run .mlship-Message.mlship-mod-error")
+    done.first.wait_for(timeout=EXPORT_TIMEOUT_MS)
+    errors = panel.locator(".mlship-Run .mlship-Message.mlship-mod-error")
+    assert errors.count() == 0, errors.first.inner_text()
+
+    result = panel.locator(".mlship-Result")
+    assert "Exported and verified" in result.inner_text()
+    tests = re.search(r"Tests: (\d+) passed, (\d+) failed", result.inner_text())
+    assert tests and int(tests[1]) > 0 and int(tests[2]) == 0
+    project = lab.root / "services" / "churn"
+    assert (project / "ship.json").is_file() and (project / "app" / "main.py").is_file()
+    assert "services/churn" in result.locator(".mlship-ResultPath").inner_text()
+    assert "clf" in (project / "REVIEW.md").read_text()
+    assert json.loads((project / "ship.json").read_text())["name"] == "churn"
+
+    # History lists this export once it is done.
+    history = panel.locator(".mlship-HistoryItem", has_text="churn")
+    history.first.wait_for()
+    assert "verified" in history.first.inner_text()
+
+    screenshot(page, screenshots_dir, "export-done-light")
+    use_theme(page, "JupyterLab Dark")
+    screenshot(page, screenshots_dir, "export-done-dark")
+    use_theme(page, "JupyterLab Light")
+
+    # The project's files open inside JupyterLab.
+    panel.get_by_role("button", name="Open app/main.py").click()
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text="main.py").wait_for()
+    panel.get_by_role("button", name="Open REVIEW.md").click()
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text="REVIEW.md").first.wait_for()
+
+    # Build image is either available or disabled with the reason from /mlship/builders.
+    build = panel.get_by_role("button", name="Build image")
+    if build.is_disabled():
+        assert panel.locator(".mlship-Hint", has_text="Build image is unavailable").count() == 1
+
+
+def test_insert_as_cell_writes_the_same_ship_cell(lab, page):
+    write_notebook(lab.root / "insert.ipynb", TRAIN)
+    open_notebook(page, lab, "insert.ipynb")
+    run_all(page, 1)
+    panel = open_panel(page)
+    panel.locator("#mlship-model option[value='clf']").wait_for(state="attached")
+    panel.locator("#mlship-name").fill("insert-me")
+    panel.get_by_role("button", name="Insert as cell").click()
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-editor")
+    cells.nth(1).wait_for()
+    assert cells.nth(1).inner_text().strip() == "%ship insert-me --sample X --model clf --method predict"
+
+
+def test_the_panel_explains_a_busy_kernel_and_a_missing_one(lab, page, screenshots_dir):
+    write_notebook(lab.root / "idle.ipynb", TRAIN, "import time\ntime.sleep(60)")
+    open_notebook(page, lab, "idle.ipynb")
+    run_all(page, 1, idle=False)  # the first cell ran; the second keeps the kernel busy
+
+    panel = open_panel(page)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='busy']").wait_for()
+    panel.get_by_role("button", name="Export").click()
+    alert = panel.locator(".mlship-Message.mlship-mod-error").first
+    alert.wait_for()
+    assert "The kernel is busy" in alert.inner_text()
+
+    menu(page, "Kernel", "Shut Down Kernel")
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName", has_text="No Kernel").wait_for()
+    panel.get_by_role("button", name="Export").click()
+    alert.wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('#mlship-panel .mlship-Message.mlship-mod-error')?.textContent.includes('no running kernel')")
+    assert "This notebook has no running kernel" in alert.inner_text()
+    screenshot(page, screenshots_dir, "no-kernel-light")
