@@ -463,6 +463,9 @@ def _runner(builder: Builder) -> Builder | None:
     return Builder("podman", podman, _runtime_override("podman", podman)) if podman else None
 
 
+BASE_IMAGE_ENV = "MLSHIP_BASE_IMAGE"
+
+
 def build_image(
     project: Path,
     *,
@@ -479,6 +482,8 @@ def build_image(
     """Build the project's image, smoke-test it, optionally push it; the project is not modified."""
     project = Path(project).resolve()
     spec = read_project(project)
+    # `%%ship --build` and the lab panel take the base image from the environment (e.g. a local mirror).
+    base_image = base_image or os.environ.get(BASE_IMAGE_ENV) or None
     gpu_choice = gpu_base_image(spec)
     if gpu and gpu_choice is None:
         raise BuildError(f"--gpu refused: {cpu_only_reason(spec)}")

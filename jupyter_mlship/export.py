@@ -462,6 +462,7 @@ def export(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, 
                                    project=str(destination), time=now(), verified=outcome.verified, ok=True))
         if options.build:
             outcome.image = _build(destination, reporter)
+            outcome.message += f"; built and smoke-tested image {outcome.image}"
         return outcome
     finally:
         captured.cleanup()

@@ -130,3 +130,15 @@ def test_an_image_that_fails_its_self_check_fails_the_build(project, base_image,
     assert done.stderr.startswith("mlship build: ") and "not ready" in done.stderr, done.stderr
     assert "--- log of the smoke-test container" in done.stdout
     assert no_smoke_containers_left()
+
+
+def test_ship_magic_with_build_ends_with_a_proven_image(tmp_path, base_image, monkeypatch):
+    monkeypatch.setenv("MLSHIP_BASE_IMAGE", base_image)
+    cells = NOTEBOOK[:2] + ["%ship magicbuilt --model clf --sample X[:5] --build --version 7"]
+    notebook = write_notebook(tmp_path / "built.ipynb", cells)
+    done = mlship("export", str(notebook), "--out", str(tmp_path / "services"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "smoke-tested image magicbuilt:7" in done.stdout
+    labels = inspect("magicbuilt:7")["Labels"]
+    assert labels["io.mlship.model.name"] == "magicbuilt" and labels["io.mlship.model.version"] == "7"
+    subprocess.run(["podman", "rmi", "-f", "magicbuilt:7"], capture_output=True)
