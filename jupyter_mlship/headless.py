@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from .errors import ShipError
-from .magics import OUT_OVERRIDE_ENV, RESULTS_ENV
+from .magics import OUT_OVERRIDE_ENV, PROGRESS_ENV, RESULTS_ENV
 
 SHIP_LINE = re.compile(r"^\s*%%?ship\b", re.M)
 
@@ -68,6 +68,7 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
         env = dict(os.environ)
         env[RESULTS_ENV] = str(results_file)
         env["MLSHIP_NOTEBOOK"] = str(notebook_path)
+        env.setdefault(PROGRESS_ENV, "stderr")
         if out is not None:
             env[OUT_OVERRIDE_ENV] = str(out.resolve())
         current = {"index": -1}

@@ -7,6 +7,7 @@ import html
 import json
 import linecache
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,24 +25,52 @@ from .spec import ShipSpec
 EVENT_MIME = "application/vnd.mlship.event+json"
 OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"  # set by `mlship export --out DIR`
 RESULTS_ENV = "MLSHIP_RESULTS"  # headless runs collect one JSON line per ship cell here
+PROGRESS_ENV = "MLSHIP_PROGRESS"  # "stderr": also print each step to the kernel process's stderr
 
 
 class TextReporter:
     """Plain lines, for terminals and logs."""
 
-    def __init__(self, verbose_log: bool = False) -> None:
+    def __init__(self, verbose_log: bool = False, stream: Any = None) -> None:
         self.verbose_log = verbose_log
+        self.stream = stream  # None: the cell's stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
 
     def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
         timing = f" ({seconds:.1f} s)" if seconds is not None else ""
-        print(f"[mlship] {step}: {status}{timing}{' - ' + detail if detail and status != 'done' else ''}", flush=True)
+        self._print(f"[mlship] {step}: {status}{timing}{' - ' + detail if detail and status != 'done' else ''}")
 
     def log(self, line: str) -> None:
         if self.verbose_log:
-            print(f"    {line}", flush=True)
+            self._print(f"    {line}")
 
     def review(self, spec: ShipSpec, markdown: str) -> None:
-        print(markdown, flush=True)
+        self._print(markdown)
+
+
+class TeeReporter:
+    """The notebook's display, and progress lines on the kernel process's own stderr.
+
+    `mlship export` runs the notebook in a kernel whose stderr is the terminal's, so the person
+    at the shell sees each step as it happens (MLSHIP_PROGRESS=stderr)."""
+
+    def __init__(self, *reporters: Any) -> None:
+        self.reporters = reporters
+
+    def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
+        for reporter in self.reporters:
+            reporter.step(step, status, seconds, detail)
+
+    def log(self, line: str) -> None:
+        for reporter in self.reporters:
+            reporter.log(line)
+
+    def review(self, spec: ShipSpec, markdown: str) -> None:
+        for reporter in self.reporters:
+            if not isinstance(reporter, TextReporter):
+                reporter.review(spec, markdown)
 
 
 class NotebookReporter:
@@ -188,6 +217,8 @@ class ShipMagics(Magics):
         shell = self.shell
         events = args.events
         reporter: Any = EventReporter() if events else NotebookReporter() if _in_notebook(shell) else TextReporter()
+        if os.environ.get(PROGRESS_ENV) == "stderr":
+            reporter = TeeReporter(reporter, TextReporter(stream=sys.__stderr__))
         options = self._options(args, cell)
         started = time.monotonic()
         try:

@@ -27,6 +27,8 @@ def export(tmp_path: Path, cells: list[str]) -> Path:
     notebook = write_notebook(tmp_path / "model.ipynb", ["%load_ext jupyter_mlship", *cells])
     result = mlship("export", str(notebook), "--out", str(tmp_path / "services"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The person at the shell sees each step with its timing as it happens.
+    assert "[mlship] capture: done (" in result.stderr and "[mlship] verify:tests: done (" in result.stderr
     return tmp_path / "services"
 
 
