@@ -137,6 +137,7 @@ function useNow(active: boolean): number {
     if (!active) {
       return;
     }
+    setNow(Date.now());
     const timer = window.setInterval(() => setNow(Date.now()), 1000);
     return () => window.clearInterval(timer);
   }, [active]);
@@ -880,10 +881,12 @@ interface IRunViewProps {
 }
 
 function RunView({ run, now, rendermime, builders, build, onOpen, onBuild, onCancelBuild }: IRunViewProps): JSX.Element {
-  const elapsed = ((run.finishedAt ?? now) - run.startedAt) / 1000;
+  const elapsed = Math.max(0, (run.finishedAt ?? now) - run.startedAt) / 1000;
   const result = run.result;
   const title = run.kind === 'review' ? 'Review' : 'Export';
   const projectPath = result?.project ? serverPath(result.project, run.notebookPath) : null;
+  // The one sentence shown for a failed run (a failed step's detail is not repeated).
+  const failure = result && !result.ok ? result.message : run.error;
   const buildLog = React.useRef<HTMLPreElement>(null);
   React.useEffect(() => {
     buildLog.current?.scrollTo(0, buildLog.current.scrollHeight);
@@ -917,12 +920,14 @@ function RunView({ run, now, rendermime, builders, build, onOpen, onBuild, onCan
             </span>
             <span className="mlship-Muted mlship-StepTime">
               {step.status === 'running'
-                ? `${Math.floor((now - step.startedAt) / 1000)} s…`
+                ? `${Math.floor(Math.max(0, now - step.startedAt) / 1000)} s…`
                 : step.seconds !== null
                   ? formatSeconds(step.seconds)
                   : ''}
             </span>
-            {step.status === 'failed' && step.detail && <div className="mlship-StepDetail">{step.detail}</div>}
+            {step.status === 'failed' && step.detail && step.detail !== failure && (
+              <div className="mlship-StepDetail">{step.detail}</div>
+            )}
           </li>
         ))}
       </ol>
@@ -988,12 +993,12 @@ function RunView({ run, now, rendermime, builders, build, onOpen, onBuild, onCan
         </div>
       )}
 
-      {((result && !result.ok) || run.error) && (
+      {failure && (
         <div className="mlship-Message mlship-mod-error" role="alert">
-          {result && !result.ok ? result.message : run.error}
+          {failure}
         </div>
       )}
-      {!run.running && (run.error || (result && !result.ok)) && run.output.trim() && (
+      {!run.running && failure && run.output.trim() && (
         <details className="mlship-Details">
           <summary>Output</summary>
           <pre className="mlship-Log">{run.output.slice(-6000)}</pre>

@@ -141,9 +141,9 @@ def test_ship_a_trained_model_from_the_panel(lab, page, screenshots_dir):
     use_theme(page, "JupyterLab Light")
 
     # The project's files open inside JupyterLab.
-    panel.get_by_role("button", name="Open app/main.py").click()
+    panel.get_by_role("button", name="Open app/main.py", exact=True).click()
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text="main.py").wait_for()
-    panel.get_by_role("button", name="Open REVIEW.md").click()
+    panel.get_by_role("button", name="Open REVIEW.md", exact=True).click()
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text="REVIEW.md").first.wait_for()
 
     # Build image is either available or disabled with the reason from /mlship/builders.
@@ -185,3 +185,33 @@ def test_the_panel_explains_a_busy_kernel_and_a_missing_one(lab, page, screensho
         "() => document.querySelector('#mlship-panel .mlship-Message.mlship-mod-error')?.textContent.includes('no running kernel')")
     assert "This notebook has no running kernel" in alert.inner_text()
     screenshot(page, screenshots_dir, "no-kernel-light")
+
+
+def test_a_refusal_and_a_cancel_are_reported_in_the_panel(lab, page, screenshots_dir):
+    broken = 'class Broken:\n    def predict(self, x):\n        raise ValueError("not trained")\n\nbroken = Broken()'
+    write_notebook(lab.root / "refuse.ipynb", TRAIN, broken)
+    open_notebook(page, lab, "refuse.ipynb")
+    run_all(page, 2)
+    panel = open_panel(page)
+    panel.locator("#mlship-model option[value='broken']").wait_for(state="attached")
+
+    # Capture refuses a model that raises on the sample: the panel shows the magic's one sentence.
+    panel.locator("#mlship-model").select_option("broken")
+    panel.locator("#mlship-sample").select_option("X")
+    panel.get_by_role("button", name="Export").click()
+    refusal = panel.locator(".mlship-Run .mlship-Message.mlship-mod-error")
+    refusal.wait_for(timeout=120_000)
+    assert "not trained" in refusal.inner_text()
+    assert not (lab.root / "services" / "refuse").exists()
+    screenshot(page, screenshots_dir, "refusal-light")
+
+    # Cancel interrupts the kernel while verify runs; nothing is left behind.
+    panel.locator("#mlship-model").select_option("clf")
+    panel.get_by_role("button", name="Export").click()
+    panel.locator(".mlship-Step.mlship-mod-running", has_text="Verify").wait_for(timeout=120_000)
+    panel.get_by_role("button", name="Cancel").click()
+    cancelled = panel.locator(".mlship-Run .mlship-Message.mlship-mod-error")
+    cancelled.wait_for(timeout=120_000)
+    assert cancelled.inner_text().startswith("Cancelled")
+    wait_idle(page)
+    assert not (lab.root / "services" / "refuse").exists()
