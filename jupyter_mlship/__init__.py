@@ -7,3 +7,6 @@ def load_ipython_extension(ipython) -> None:  # `%load_ext jupyter_mlship`
     from .magics import ShipMagics
 
     ipython.register_magics(ShipMagics)
+
+
+from .server import _jupyter_labextension_paths, _jupyter_server_extension_points  # noqa: E402,F401

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlship, write_notebook
+from support.notebooks import mlship, write_notebook
 from jupyter_mlship.build import Builder, BuildError, detect_builder, run_flags, smoke_test
 from jupyter_mlship.spec import ShipSpec
 from support.images import ensure_base_image, missing_tools

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import ok_cell
+from support.notebooks import ok_cell
 
 
 def features(project: Path) -> str:

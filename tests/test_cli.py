@@ -10,7 +10,7 @@ import time
 import httpx
 from nbconvert.exporters import get_export_names
 
-from conftest import free_port, mlship, write_notebook
+from support.notebooks import free_port, mlship, write_notebook
 
 CELLS = [
     "%load_ext jupyter_mlship",

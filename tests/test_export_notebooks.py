@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlship, write_notebook
+from support.notebooks import mlship, write_notebook
 
 HOLDOUT = """
 import json

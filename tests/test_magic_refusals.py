@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import ok_cell, run_cell
+from support.notebooks import ok_cell, run_cell
 
 MODEL_CELL = """
 import numpy as np
