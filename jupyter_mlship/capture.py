@@ -146,7 +146,11 @@ class CellHistory:
     def from_shell(cls, shell: Any, current_source: str = "") -> "CellHistory":
         hm = getattr(shell, "history_manager", None)
         cells = list(getattr(hm, "input_hist_raw", None) or shell.user_ns.get("In", []) or [])
-        return cls(cells, getattr(shell, "execution_count", None), current_source)
+        # The running cell is stored before it runs, so its In[n] is the last index; execution_count
+        # is not reliable for that (IPython 9 increments it before the cell runs). A cell run without
+        # history (the lab panel) has no number.
+        current = len(cells) - 1 if cells and current_source.strip() in cells[-1] and "ship" in cells[-1] else None
+        return cls(cells, current, current_source)
 
     def cell_of(self, source: str) -> int | None:
         if not source:
