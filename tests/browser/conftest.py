@@ -113,6 +113,11 @@ def lab(tmp_path_factory) -> Lab:
         "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(real_home / ".cache" / "pip")),
     }
     env.pop("MLSHIP_NOTEBOOK", None)
+    # With podman here, the panel's Build image builds for real, on the local base image (no registry).
+    from support.images import ensure_base_image, missing_tools
+
+    if missing_tools() is None:
+        env["MLSHIP_BASE_IMAGE"] = ensure_base_image()
     log = base / "jupyter-lab.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -150,6 +150,13 @@ def test_ship_a_trained_model_from_the_panel(lab, page, screenshots_dir):
     build = panel.get_by_role("button", name="Build image")
     if build.is_disabled():
         assert panel.locator(".mlship-Hint", has_text="Build image is unavailable").count() == 1
+    else:  # a real build and smoke test, its log streamed into the panel
+        build.click()
+        panel.get_by_text(re.compile(r"Image build: (succeeded|failed|cancelled)")).wait_for(timeout=EXPORT_TIMEOUT_MS)
+        text = panel.inner_text()
+        assert "Image build: succeeded" in text, text[-3000:]
+        assert "smoke test" in text and "golden predictions match" in text
+        screenshot(page, screenshots_dir, "build-done-light")
 
 
 def test_insert_as_cell_writes_the_same_ship_cell(lab, page):
