@@ -33,7 +33,6 @@ from .errors import ShipError
 
 MAX_CONSTANT_CHARS = 20_000  # larger literals make features.py unreadable: they become artifacts
 LITERAL_TYPES = (type(None), bool, int, float, complex, str, bytes)
-NOTEBOOK_MODULES = {"__main__", "builtins"}  # `builtins` only for classes IPython defines oddly
 
 
 @dataclass

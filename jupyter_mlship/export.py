@@ -103,7 +103,7 @@ def _call(entry: Callable[[Any], Any], sample: Any) -> Any:
     return entry(copy.deepcopy(sample))
 
 
-def _entry_for(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory,
+def _entry_for(options: ShipOptions, user_ns: dict[str, Any],
                walker: CodeWalker) -> tuple[str, Callable[[Any], Any], CodeCapture, Entry]:
     if options.model_var:
         var, method = options.model_var, options.method
@@ -129,8 +129,7 @@ def _entry_for(options: ShipOptions, user_ns: dict[str, Any], history: CellHisto
     return name, user_ns[name], captured, Entry(name=name, kind="function", cell=captured.cells.get(name))
 
 
-def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory,
-                 reporter: Reporter | None = None) -> Captured:
+def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory) -> Captured:
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
     from .environment import capture_requirements, python_version, test_requirements
     from .schema import infer_input_schema, infer_output_schema, make_golden
@@ -144,7 +143,7 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
     walker = CodeWalker(user_ns, history)
     sample = evaluate(options.sample_expr, user_ns, "--sample")
     reference = evaluate(options.reference_expr, user_ns, "--reference") if options.reference_expr else None
-    entry_name, entry, captured, entry_spec = _entry_for(options, user_ns, history, walker)
+    entry_name, entry, captured, entry_spec = _entry_for(options, user_ns, walker)
     where = f"`{entry_name}`" if not options.model_var else f"`{options.model_var}.{options.method}`"
 
     try:
@@ -315,19 +314,20 @@ def _versions(distributions: dict[str, list[str]]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _service_modules(load_artifact: Callable[[str], Any]) -> Iterator[types.ModuleType]:
+def _service_modules() -> Iterator[tuple[types.ModuleType, types.ModuleType]]:
     """Stand-ins for the service's `app` package while app/features.py's text runs in the kernel."""
     names = ("app", "app.loaders", "app.features")
     saved = {name: sys.modules.get(name) for name in names}
     package = types.ModuleType("app")
     package.__path__ = []  # type: ignore[attr-defined]
     loaders = types.ModuleType("app.loaders")
-    loaders.load_artifact = load_artifact  # type: ignore[attr-defined]
     features = types.ModuleType("app.features")
     sys.modules.update({"app": package, "app.loaders": loaders, "app.features": features})
+    saved_path = list(sys.path)
     try:
-        yield features
+        yield loaders, features
     finally:
+        sys.path[:] = saved_path  # features.py may add app/local; the kernel's path stays as it was
         for name, module in saved.items():
             if module is None:
                 sys.modules.pop(name, None)
@@ -337,7 +337,7 @@ def _service_modules(load_artifact: Callable[[str], Any]) -> Iterator[types.Modu
 
 def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], staging: Path) -> dict[str, Any]:
     """Execute the text of app/features.py as the service will; artifacts in ``saved`` come from files."""
-    with _service_modules(lambda name: None) as features:
+    with _service_modules() as (loaders, features):
         namespace = features.__dict__
 
         def load_artifact(name: str) -> Any:
@@ -345,13 +345,9 @@ def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], 
                 return load_saved(saved[name], staging, namespace)
             return live[name]
 
-        sys.modules["app.loaders"].load_artifact = load_artifact  # type: ignore[attr-defined]
+        loaders.load_artifact = load_artifact  # type: ignore[attr-defined]
         namespace["__file__"] = str(staging / "app" / "features.py")
-        saved_path = list(sys.path)
-        try:
-            exec(compile(source, "app/features.py", "exec"), namespace)
-        finally:
-            sys.path[:] = saved_path  # features.py may add app/local; the kernel's path stays as it was
+        exec(compile(source, "app/features.py", "exec"), namespace)
     return namespace
 
 
@@ -427,7 +423,7 @@ def export(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, 
     from .review import review_markdown
 
     with _Timer(reporter, "capture"):
-        captured = capture_spec(options, user_ns, history, reporter)
+        captured = capture_spec(options, user_ns, history)
     try:
         spec = captured.spec
         markdown = review_markdown(spec, None)
