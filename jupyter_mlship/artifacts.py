@@ -149,6 +149,29 @@ def _json_safe(value: Any) -> bool:
         return False
 
 
+MAX_SCANNED_PICKLE_BYTES = 64 * 1024 * 1024  # beyond this an artifact is tensors, not text worth scanning
+
+
+def artifact_strings(value: Any, min_length: int = 8) -> list[str]:
+    """The text an object carries (parameters, vocabularies, column names), one string a line.
+
+    Read from the opcodes of its pickle, so tokens hidden in a model's attributes are scanned
+    for credentials like exported code is. Large objects are skipped: their bulk is numbers."""
+    import pickletools
+
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return []
+    if len(data) > MAX_SCANNED_PICKLE_BYTES:
+        return []
+    strings = []
+    for _opcode, arg, _position in pickletools.genops(data):
+        if isinstance(arg, str) and len(arg) >= min_length and "\n" not in arg:
+            strings.append(arg)
+    return sorted(set(strings))
+
+
 def load_saved(artifact: ArtifactSpec, directory: Path, namespace: dict[str, Any]) -> Any:
     """Load with the service's own loader, so the kernel checks exactly what the service runs."""
     loaders = runtime_module("loaders")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from . import __version__
-from .artifacts import SAFE_FORMATS, format_candidates, load_saved, save_artifact
+from .artifacts import SAFE_FORMATS, artifact_strings, format_candidates, load_saved, save_artifact
 from .capture import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .errors import ShipError
 from .runtime import runtime_module
@@ -211,11 +211,17 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             for path, text in local_module_files(module, folder).items()
         }
         findings = scan_for_secrets(_secret_scan_files(features_source, local_modules))
+        findings += _artifact_secrets(captured.artifacts)
         for finding in findings:
             if finding.file == "app/features.py":
                 finding.name = finding.name or _name_at_line(features_source, finding.line)
         if findings and not options.allow_secrets:
             first = findings[0]
+            if first.file.startswith("artifact "):
+                raise ShipError(
+                    f"possible secret ({first.type}) inside the object `{first.name}`: remove it from the "
+                    "model's attributes, or pass --allow-secrets after checking it"
+                )
             raise ShipError(
                 f"possible secret ({first.type}) in the exported code"
                 + (f", in `{first.name}`" if first.name else "")
@@ -349,6 +355,17 @@ def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], 
         namespace["__file__"] = str(staging / "app" / "features.py")
         exec(compile(source, "app/features.py", "exec"), namespace)
     return namespace
+
+
+def _artifact_secrets(artifacts: dict[str, Any]) -> list[SecretFinding]:
+    """Credentials held inside model objects; only named detectors count there (a vocabulary is not a key)."""
+    from .secrets import GENERIC_SECRET_TYPES, scan_for_secrets
+
+    texts = {f"artifact {name}.txt": "\n".join(artifact_strings(value)) for name, value in artifacts.items()}
+    findings = scan_for_secrets({label: text for label, text in texts.items() if text})
+    for finding in findings:
+        finding.name = finding.file.removeprefix("artifact ").removesuffix(".txt")
+    return [f for f in findings if f.type not in GENERIC_SECRET_TYPES]
 
 
 def _secret_scan_files(features_source: str, local_modules: dict[str, str]) -> dict[str, str]:

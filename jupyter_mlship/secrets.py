@@ -24,6 +24,7 @@ HEX_LIMIT = 3.0
 
 # When several plugins report the same secret on the same line, the most specific name wins.
 _GENERIC_TYPES = ("Base64 High Entropy String", "Hex High Entropy String", "Secret Keyword")
+GENERIC_SECRET_TYPES = frozenset(_GENERIC_TYPES)  # detectors that guess from shape or wording, not a known format
 
 
 def scan_for_secrets(files: dict[str, str]) -> list[SecretFinding]:

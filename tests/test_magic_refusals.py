@@ -174,3 +174,12 @@ def test_secret_in_used_code_blocks_and_override_lists_it(ipython, capsys):
     """)
     out = capsys.readouterr().out
     assert "## Secrets found" in out and "AWS" in out.split("## Secrets found")[1]
+
+
+def test_a_token_hidden_inside_a_model_object_blocks_the_export(ipython):
+    ok_cell(ipython, MODEL_CELL)
+    ok_cell(ipython, "clf.deploy_notes_ = {'registry_token': 'ghp_0123456789abcdefghijklmnopqrstuvwxyzAB'}")
+    message = refused(ipython, "%ship svc --model clf --sample X[:5] --dry-run")
+    assert "possible secret (GitHub Token) inside the object `clf`" in message
+    del ipython.user_ns["clf"].deploy_notes_
+    ok_cell(ipython, "%ship svc --model clf --sample X[:5] --dry-run")  # an ordinary model passes
