@@ -233,6 +233,8 @@ def test_torch_module_defined_in_the_notebook(tmp_path, serve):
     assert artifact["format"] == "torch-state-dict" and artifact["loader"]["init_kwargs"] == {"n_in": 4, "hidden": 16}
     assert "class TinyNet(nn.Module)" in facts["features"]
     assert any(r.startswith("torch") for r in facts["requirements"])
+    # The receiving engineer's CI finds the pinned local build (+cpu) on PyTorch's own index.
+    assert "download.pytorch.org/whl/cpu" in (project / ".github/workflows/ci.yml").read_text()
     check_service(project, serve, tmp_path / "expected.json")
 
 
