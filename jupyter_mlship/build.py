@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .environment import PipIndexSettings, pip_index_settings
 from .errors import ShipError
 from .spec import ShipSpec
 
@@ -220,32 +221,7 @@ def image_labels(spec: ShipSpec, revision: str | None, created: datetime | None 
     return labels
 
 
-def read_pip_config() -> dict[str, str]:
-    """pip's effective index settings on this machine (``pip config list``, env vars included)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return parse_pip_config(done.stdout)
-
-
-def parse_pip_config(listing: str) -> dict[str, str]:
-    """The options of ``pip config list`` output that pip install would use."""
-    rank = {":env:": 3, "install": 2, "global": 1}  # pip: env vars > [install] > [global]
-    best: dict[str, tuple[int, str]] = {}
-    for line in listing.splitlines():
-        match = re.match(r"^(:env:|install|global)\.([a-z-]+)='(.*)'$", line.strip())
-        if not match:
-            continue
-        section, option, value = match.groups()
-        if rank[section] >= best.get(option, (0, ""))[0]:
-            best[option] = (rank[section], value)
-    return {option: value for option, (_, value) in best.items()}
-
-
-def pip_pass_through(config: Mapping[str, str], builder: Builder) -> PipPassThrough:
+def pip_pass_through(settings: PipIndexSettings, builder: Builder) -> PipPassThrough:
     """Carry index URLs, find-links, trusted hosts and the CA bundle into the build.
 
     Network URLs pass as they are. Local indexes (paths, file:// URLs) are invisible inside a
@@ -285,15 +261,17 @@ def pip_pass_through(config: Mapping[str, str], builder: Builder) -> PipPassThro
         inside = inside.rstrip("/").replace("/./", "/")
         return f"file://{inside}" if item.startswith("file:") else inside
 
-    for option, arg in (("index-url", "PIP_INDEX_URL"), ("extra-index-url", "PIP_EXTRA_INDEX_URL"),
-                        ("find-links", "PIP_FIND_LINKS")):
-        items = [translate(item, option) for item in config.get(option, "").split()]
-        kept = [item for item in items if item]
+    for option, arg, items in (
+        ("index-url", "PIP_INDEX_URL", [settings.index_url] if settings.index_url else []),
+        ("extra-index-url", "PIP_EXTRA_INDEX_URL", settings.extra_index_urls),
+        ("find-links", "PIP_FIND_LINKS", settings.find_links),
+    ):
+        kept = [translated for item in items if (translated := translate(item, option))]
         if kept:
             result.build_args[arg] = " ".join(kept)
-    if config.get("trusted-host", "").strip():
-        result.build_args["PIP_TRUSTED_HOST"] = config["trusted-host"].strip()
-    cert = config.get("cert", "").strip()
+    if settings.trusted_hosts:
+        result.build_args["PIP_TRUSTED_HOST"] = " ".join(settings.trusted_hosts)
+    cert = (settings.cert or "").strip()
     if cert and Path(cert).is_file() and builder.mounts_in_build:
         # The machine's CA bundle, for indexes behind an intercepting proxy.
         result.volumes.append((cert, f"{PIP_MOUNT_ROOT}/cert.pem"))
@@ -502,7 +480,7 @@ def build_image(
         gpu_section.append(f"GPU: --no-gpu: built on the CPU base although {gpu_choice[1].split(';')[0]}.")
 
     args: dict[str, str] = {}
-    pip = pip_pass_through(read_pip_config(), chosen)
+    pip = pip_pass_through(pip_index_settings(), chosen)
     args.update(pip.build_args)
     if base_image:
         args["BASE_IMAGE"] = base_image

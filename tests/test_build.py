@@ -23,9 +23,9 @@ from jupyter_mlship.build import (
     detect_builder,
     gpu_base_image,
     image_labels,
-    parse_pip_config,
     pip_pass_through,
 )
+from jupyter_mlship.environment import PipIndexSettings
 from jupyter_mlship.render import render_project
 from support.specs import tiny_spec, tiny_spec_dict
 
@@ -160,30 +160,16 @@ def test_default_tag_is_name_version_made_valid():
     assert default_tag(tiny_spec("churn", version="1.0+local")) == "churn:1.0-local"
 
 
-def test_pip_config_of_this_machine_is_parsed_with_env_winning():
-    listing = (
-        "global.find-links='/opt/wheels'\n"
-        "global.extra-index-url='file:///opt/pypi/simple https://mirror.example/simple'\n"
-        "install.trusted-host='mirror.example'\n"
-        ":env:.find-links='/srv/wheels'\n"
-        "global.cert='/etc/ssl/certs/ca-certificates.crt'\n"
-    )
-    assert parse_pip_config(listing) == {
-        "find-links": "/srv/wheels", "extra-index-url": "file:///opt/pypi/simple https://mirror.example/simple",
-        "trusted-host": "mirror.example", "cert": "/etc/ssl/certs/ca-certificates.crt",
-    }
-
-
-def local_index(tmp_path: Path) -> dict[str, str]:
+def local_index(tmp_path: Path) -> PipIndexSettings:
     (tmp_path / "pypi" / "simple").mkdir(parents=True)
     (tmp_path / "wheels").mkdir()
     (tmp_path / "ca.pem").write_text("cert")
-    return {
-        "index-url": "https://mirror.example/simple",
-        "extra-index-url": f"file://{tmp_path}/pypi/simple {tmp_path}/missing",
-        "find-links": str(tmp_path / "wheels"),
-        "cert": str(tmp_path / "ca.pem"),
-    }
+    return PipIndexSettings(
+        index_url="https://mirror.example/simple",
+        extra_index_urls=[f"file://{tmp_path}/pypi/simple", f"{tmp_path}/missing"],
+        find_links=[str(tmp_path / "wheels")],
+        cert=str(tmp_path / "ca.pem"),
+    )
 
 
 def test_local_pip_indexes_are_mounted_into_a_podman_build(tmp_path):

@@ -153,3 +153,22 @@ def test_pip_index_settings_read_this_machines_pip_config():
             assert url in settings.extra_index_urls
     if Path("/opt/wheels").is_dir() and "/opt/wheels" in listed:
         assert "/opt/wheels" in settings.find_links
+
+
+def test_pip_index_settings_rank_config_sections_and_let_variables_win(tmp_path, monkeypatch):
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\nfind-links = /srv/global-wheels\n"
+        "extra-index-url = file:///srv/pypi/simple https://mirror.example/simple\n"
+        "trusted-host = global.example\ncert = /srv/ca.pem\n"
+        "[install]\ntrusted-host = mirror.example\n"
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_INDEX_URL", "PIP_CERT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_FIND_LINKS", "/srv/env-wheels")
+    settings = pip_index_settings()
+    assert settings.find_links == ["/srv/env-wheels"]  # PIP_* variables win over files
+    assert settings.extra_index_urls == ["file:///srv/pypi/simple", "https://mirror.example/simple"]
+    assert settings.trusted_hosts == ["mirror.example"]  # [install] wins over [global], as in pip install
+    assert settings.cert == "/srv/ca.pem"
