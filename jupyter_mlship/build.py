@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .environment import PipIndexSettings, pip_index_settings
+from .capture.environment import PipIndexSettings, pip_index_settings
 from .errors import ShipError
 from .spec import ShipSpec
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from . import __version__
-from .artifacts import SAFE_FORMATS, artifact_strings, format_candidates, load_saved, save_artifact
-from .capture import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
+from .capture.artifacts import SAFE_FORMATS, artifact_strings, format_candidates, load_saved, save_artifact
+from .capture.code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .errors import ShipError
 from .runtime import runtime_module
 from .spec import (
@@ -131,9 +131,9 @@ def _entry_for(options: ShipOptions, user_ns: dict[str, Any],
 
 def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory) -> Captured:
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
-    from .environment import capture_requirements, python_version, test_requirements
-    from .schema import infer_input_schema, infer_output_schema, make_golden
-    from .secrets import scan_for_secrets
+    from .capture.environment import capture_requirements, python_version, test_requirements
+    from .capture.schema import infer_input_schema, infer_output_schema, make_golden
+    from .capture.secrets import scan_for_secrets
 
     try:
         validate_name(options.name)
@@ -291,7 +291,7 @@ def _save_best(name: str, value: Any, captured: CodeCapture, staging: Path,
                check: Callable[[dict[str, Any], dict[str, ArtifactSpec]], list[str]],
                live: dict[str, Any], warnings: list[str]) -> ArtifactSpec:
     """Save with the safest format whose reloaded object reproduces the kernel's outputs."""
-    from .environment import distributions_for_modules
+    from .capture.environment import distributions_for_modules
 
     cell = captured.cells.get(name)
     modules = captured.artifact_modules[name] | {type(value).__module__.split(".")[0]}
@@ -359,7 +359,7 @@ def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], 
 
 def _artifact_secrets(artifacts: dict[str, Any]) -> list[SecretFinding]:
     """Credentials held inside model objects; only named detectors count there (a vocabulary is not a key)."""
-    from .secrets import GENERIC_SECRET_TYPES, scan_for_secrets
+    from .capture.secrets import GENERIC_SECRET_TYPES, scan_for_secrets
 
     texts = {f"artifact {name}.txt": "\n".join(artifact_strings(value)) for name, value in artifacts.items()}
     findings = scan_for_secrets({label: text for label, text in texts.items() if text})

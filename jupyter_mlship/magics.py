@@ -17,7 +17,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display, update_display
 
-from .capture import CellHistory
+from .capture.code import CellHistory
 from .errors import ShipError
 from .history import current_notebook
 from .spec import ShipSpec

@@ -17,13 +17,18 @@ from types import ModuleType
 TEMPLATE_PROJECT = "{{cookiecutter.name}}"
 
 
-def template_dir() -> Path:
-    """The cookiecutter template: inside the wheel, or at the repository root in a checkout."""
+def templates_root() -> Path:
+    """The folder of cookiecutter templates: inside the wheel, or at the repository root in a checkout."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "cookiecutter.json").is_file():
+        if (candidate / "service" / "cookiecutter.json").is_file():
             return candidate
-    raise FileNotFoundError("jupyter_mlship's cookiecutter template is missing from this installation")
+    raise FileNotFoundError("jupyter_mlship's cookiecutter templates are missing from this installation")
+
+
+def template_dir(kind: str = "service") -> Path:
+    """One cookiecutter template: ``service`` (a model's service) or ``router`` (traffic between versions)."""
+    return templates_root() / kind
 
 
 @cache

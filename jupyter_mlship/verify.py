@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import normalize, pip_index_settings, python_version
+from .capture.environment import normalize, pip_index_settings, python_version
 
 LineCallback = Callable[[str], None]
 StepCallback = Callable[[str, str, "float | None"], None]

@@ -25,7 +25,7 @@ from jupyter_mlship.build import (
     image_labels,
     pip_pass_through,
 )
-from jupyter_mlship.environment import PipIndexSettings
+from jupyter_mlship.capture.environment import PipIndexSettings
 from jupyter_mlship.render import render_project
 from support.specs import tiny_spec, tiny_spec_dict
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_mlship.environment import (
+from jupyter_mlship.capture.environment import (
     PipIndexSettings,
     _parse_config_list,
     capture_requirements,

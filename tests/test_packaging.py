@@ -36,4 +36,4 @@ def test_server_extension_is_enabled():
 def test_the_template_ships_inside_the_package():
     from jupyter_mlship.runtime import template_dir
 
-    assert template_dir().parent == Path(jupyter_mlship.__file__).resolve().parent
+    assert template_dir().parent.parent == Path(jupyter_mlship.__file__).resolve().parent

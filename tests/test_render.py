@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from jupyter_mlship.render import render_project
-from jupyter_mlship.schema import infer_input_schema, infer_output_schema, make_golden
+from jupyter_mlship.capture.schema import infer_input_schema, infer_output_schema, make_golden
 from jupyter_mlship.spec import Entry, Requirement, ShipSpec, Source
 
 ARRAY_FEATURES = """\

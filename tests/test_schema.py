@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from jupyter_mlship.runtime import runtime_module
-from jupyter_mlship.schema import (
+from jupyter_mlship.capture.schema import (
     UnsupportedSample,
     infer_input_schema,
     infer_output_schema,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from jupyter_mlship.secrets import scan_for_secrets
+from jupyter_mlship.capture.secrets import scan_for_secrets
 
 GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"  # 36 characters after the prefix
 PRIVATE_KEY = "\n".join([

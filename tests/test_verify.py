@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_mlship.environment import test_requirements
+from jupyter_mlship.capture.environment import test_requirements
 from jupyter_mlship.verify import (
     MARKER,
     VerifyError,
@@ -146,7 +146,7 @@ def test_main_verify_exit_codes(tmp_path, env_cache, capsys):
 
 def test_local_torch_build_is_found_through_the_users_pip_settings(tmp_path, env_cache):
     """torch==2.13.0+cpu exists only behind pip's find-links/extra-index-url; uv must be given them."""
-    from jupyter_mlship.environment import capture_requirements
+    from jupyter_mlship.capture.environment import capture_requirements
 
     try:
         version = importlib.metadata.version("torch")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .runtime import runtime_module
-from .spec import Column, Golden, InputSchema, OutputSchema
+from ..runtime import runtime_module
+from ..spec import Column, Golden, InputSchema, OutputSchema
 
 SUPPORTED_SAMPLES = (
     "a pandas DataFrame, a 2-D or 1-D numpy array, a list of str, a list of dicts or a list of numbers"

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .capture import constant_source
-from .runtime import runtime_module
-from .spec import ArtifactSpec
+from .code import constant_source
+from ..runtime import runtime_module
+from ..spec import ArtifactSpec
 
 SAFE_FORMATS = {"skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict"}
 

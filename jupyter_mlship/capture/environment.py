@@ -18,7 +18,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement
 from packaging.requirements import Requirement as PackagingRequirement
 
-from .spec import Requirement
+from ..spec import Requirement
 
 # Notebook front-end and plotting distributions: libraries often declare them, a service never needs them.
 # They are pinned only when a module passed in maps to them directly.

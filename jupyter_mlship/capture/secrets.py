@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .spec import SecretFinding
+from ..spec import SecretFinding
 
 # detect-secrets keeps its settings in a process-wide singleton: one scan at a time.
 _LOCK = threading.Lock()

@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import ShipError
+from ..errors import ShipError
 
 MAX_CONSTANT_CHARS = 20_000  # larger literals make features.py unreadable: they become artifacts
 LITERAL_TYPES = (type(None), bool, int, float, complex, str, bytes)
