@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from .errors import ShipError
-from .magics import OUT_OVERRIDE_ENV, PROGRESS_ENV, RESULTS_ENV
+from .events import EVENT_MIME
+
+# Read by the magic in the kernel: where every ship cell writes, and progress lines on the terminal.
+OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"
+PROGRESS_ENV = "MLSHIP_PROGRESS"
 
 SHIP_LINE = re.compile(r"^\s*%%?ship\b", re.M)
 
@@ -63,39 +66,43 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
     if not cells:
         raise ShipError(f"{notebook_path} has no %%ship or %ship cell to export")
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # run a copy; the user's notebook is not changed
-    with tempfile.TemporaryDirectory(prefix="mlship-headless-") as tmp:
-        results_file = Path(tmp) / "results.jsonl"
-        env = dict(os.environ)
-        env[RESULTS_ENV] = str(results_file)
-        env["MLSHIP_NOTEBOOK"] = str(notebook_path)
-        env.setdefault(PROGRESS_ENV, "stderr")
-        if out is not None:
-            env[OUT_OVERRIDE_ENV] = str(out.resolve())
-        current = {"index": -1}
+    env = dict(os.environ)
+    env["MLSHIP_NOTEBOOK"] = str(notebook_path)
+    env.setdefault(PROGRESS_ENV, "stderr")
+    if out is not None:
+        env[OUT_OVERRIDE_ENV] = str(out.resolve())
+    current = {"index": -1}
 
-        def on_cell_start(cell, cell_index):  # noqa: ANN001 - nbclient hook signature
-            current["index"] = cell_index
-            if cell_index in cells:
-                on_progress(f"cell {cell_index + 1}: {cell.source.strip().splitlines()[0]}")
+    def on_cell_start(cell, cell_index):  # noqa: ANN001 - nbclient hook signature
+        current["index"] = cell_index
+        if cell_index in cells:
+            on_progress(f"cell {cell_index + 1}: {cell.source.strip().splitlines()[0]}")
 
-        client = NotebookClient(
-            nb, timeout=timeout, kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
-            resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
-            on_cell_start=on_cell_start,
-        )
-        try:
-            client.execute(env=env)
-        except CellExecutionError as exc:
-            raise ShipError(_cell_failure(nb, current["index"], exc)) from None
-        except CellTimeoutError:
-            raise ShipError(f"cell {current['index'] + 1} did not finish within {timeout} s") from None
-        except DeadKernelError as exc:
-            raise ShipError(f"the kernel died while running cell {current['index'] + 1}: {exc}") from None
-        result = HeadlessResult()
-        if results_file.exists():
-            for line in results_file.read_text(encoding="utf-8").splitlines():
-                result.exports.append(CellExport(**json.loads(line)))
-        return result
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
+        resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
+        on_cell_start=on_cell_start,
+    )
+    try:
+        client.execute(env=env)
+    except CellExecutionError as exc:
+        raise ShipError(_cell_failure(nb, current["index"], exc)) from None
+    except CellTimeoutError:
+        raise ShipError(f"cell {current['index'] + 1} did not finish within {timeout} s") from None
+    except DeadKernelError as exc:
+        raise ShipError(f"the kernel died while running cell {current['index'] + 1}: {exc}") from None
+    return HeadlessResult([export for index in cells for export in _results(nb.cells[index])])
+
+
+def _results(cell: nbformat.NotebookNode) -> list[CellExport]:
+    """The result events a ship cell displayed: the same channel the panel and the notebook read."""
+    found = []
+    for output in cell.get("outputs", []):
+        event = output.get("data", {}).get(EVENT_MIME) if output.get("output_type") == "display_data" else None
+        if isinstance(event, dict) and event.get("event") == "result":
+            found.append(CellExport(name=event["name"], ok=bool(event["ok"]), message=event.get("message", ""),
+                                    project=event.get("project")))
+    return found
 
 
 def _cell_failure(nb: nbformat.NotebookNode, index: int, exc: CellExecutionError) -> str:

@@ -1,4 +1,7 @@
-"""A record of every export, so the lab panel can list earlier exports of a notebook."""
+"""A record of every export, failures included, so the lab panel can list what happened to a notebook's models.
+
+Fed by the one event channel (events.py): the magic's history sink records each ``Result`` event.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jupyter_core.paths import jupyter_data_dir
+
+if TYPE_CHECKING:
+    from .events import Result
 
 
 @dataclass
@@ -30,6 +37,12 @@ def history_path() -> Path:
 def current_notebook() -> str | None:
     """The notebook this kernel runs for: jupyter_server sets JPY_SESSION_NAME in the kernel's env."""
     return os.environ.get("MLSHIP_NOTEBOOK") or os.environ.get("JPY_SESSION_NAME") or None
+
+
+def record_result(result: "Result") -> None:
+    record_export(ExportRecord(notebook=result.notebook, name=result.name, version=result.version,
+                               project=result.project or "", time=now(), verified=result.verified,
+                               ok=result.ok, message=result.message))
 
 
 def record_export(record: ExportRecord) -> None:

@@ -19,62 +19,50 @@ from IPython.display import display, update_display
 
 from .capture.code import CellHistory
 from .errors import ShipError
-from .history import current_notebook
-from .spec import ShipSpec
+from .events import EVENT_MIME, Event, Events, Log, Result, Review, Step, to_json
+from .history import current_notebook, record_result
+from .options import ShipOptions
 
-EVENT_MIME = "application/vnd.mlship.event+json"
 OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"  # set by `mlship export --out DIR`
-RESULTS_ENV = "MLSHIP_RESULTS"  # headless runs collect one JSON line per ship cell here
 PROGRESS_ENV = "MLSHIP_PROGRESS"  # "stderr": also print each step to the kernel process's stderr
 
 
-class TextReporter:
-    """Plain lines, for terminals and logs."""
+def _summary(result: Result) -> str:
+    summary = result.message + (f" in {result.seconds:.1f} s" if result.seconds is not None else "")
+    if result.tests:
+        summary += f"; tests: {result.tests.passed} passed, {result.tests.failed} failed"
+    if result.image:
+        summary += f"; image {result.image}"
+    return summary
 
-    def __init__(self, verbose_log: bool = False, stream: Any = None) -> None:
-        self.verbose_log = verbose_log
-        self.stream = stream  # None: the cell's stdout
+
+class TextSink:
+    """Plain lines, for terminals and logs (``review=False``: progress only, e.g. on stderr)."""
+
+    def __init__(self, stream: Any = None, *, review: bool = True, verbose_log: bool = False) -> None:
+        self.stream, self.show_review, self.verbose_log = stream, review, verbose_log
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream or sys.stdout, flush=True)
 
-    def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
-        timing = f" ({seconds:.1f} s)" if seconds is not None else ""
-        self._print(f"[mlship] {step}: {status}{timing}{' - ' + detail if detail and status != 'done' else ''}")
-
-    def log(self, line: str) -> None:
-        if self.verbose_log:
-            self._print(f"    {line}")
-
-    def review(self, spec: ShipSpec, markdown: str) -> None:
-        self._print(markdown)
-
-
-class TeeReporter:
-    """The notebook's display, and progress lines on the kernel process's own stderr.
-
-    `mlship export` runs the notebook in a kernel whose stderr is the terminal's, so the person
-    at the shell sees each step as it happens (MLSHIP_PROGRESS=stderr)."""
-
-    def __init__(self, *reporters: Any) -> None:
-        self.reporters = reporters
-
-    def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
-        for reporter in self.reporters:
-            reporter.step(step, status, seconds, detail)
-
-    def log(self, line: str) -> None:
-        for reporter in self.reporters:
-            reporter.log(line)
-
-    def review(self, spec: ShipSpec, markdown: str) -> None:
-        for reporter in self.reporters:
-            if not isinstance(reporter, TextReporter):
-                reporter.review(spec, markdown)
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Step):
+            timing = f" ({event.seconds:.1f} s)" if event.seconds is not None else ""
+            detail = f" - {event.detail}" if event.detail and event.status != "done" else ""
+            self._print(f"[mlship] {event.step}: {event.status}{timing}{detail}")
+        elif isinstance(event, Log) and self.verbose_log:
+            self._print(f"    {event.line}")
+        elif isinstance(event, Review) and self.show_review:
+            self._print(event.markdown)
+        elif isinstance(event, Result) and event.ok and self.show_review:
+            self._print(_summary(event))
 
 
-class NotebookReporter:
-    """One progress display updated in place, then the review as HTML (text/plain alongside)."""
+class NotebookSink:
+    """One progress display updated in place, the review as HTML, then the result.
+
+    The result's display also carries the event itself (EVENT_MIME), which JupyterLab does not render:
+    that is how `mlship export` reads each ship cell's result back from the executed notebook."""
 
     def __init__(self) -> None:
         self.display_id = f"mlship-progress-{time.monotonic_ns()}"
@@ -110,41 +98,33 @@ class NotebookReporter:
             display(self._bundle(), raw=True, display_id=self.display_id)
             self.shown = True
 
-    def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
-        if status == "running":
-            self.started[step] = time.monotonic()
-        self.steps[step] = (status, seconds, detail)
-        self._show()
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Step):
+            if event.status == "running":
+                self.started[event.step] = time.monotonic()
+            self.steps[event.step] = (event.status, event.seconds, event.detail)
+            self._show()
+        elif isinstance(event, Log):
+            self.last_line = event.line[-200:]
+            self._show()
+        elif isinstance(event, Review):
+            display({"text/html": event.html, "text/markdown": event.markdown, "text/plain": event.markdown}, raw=True)
+        elif isinstance(event, Result) and event.ok:
+            summary = _summary(event)
+            display({"text/plain": summary, "text/html": f"<b>mlship</b>: {html.escape(summary)}",
+                     EVENT_MIME: to_json(event)}, raw=True)
 
-    def log(self, line: str) -> None:
-        self.last_line = line[-200:]
-        self._show()
 
-    def review(self, spec: ShipSpec, markdown: str) -> None:
-        from .review import review_html
-
-        display({"text/html": review_html(spec, None), "text/markdown": markdown, "text/plain": markdown}, raw=True)
+def panel_sink(event: Event) -> None:
+    """Structured events for the lab panel (docs/panel-protocol.md)."""
+    data = to_json(event)
+    display({EVENT_MIME: data, "text/plain": json.dumps(data)[:200]}, raw=True)
 
 
-class EventReporter:
-    """Structured events for the lab panel (see docs/panel-protocol.md)."""
-
-    @staticmethod
-    def emit(event: dict[str, Any]) -> None:
-        display({EVENT_MIME: event, "text/plain": json.dumps(event)[:200]}, raw=True)
-
-    def step(self, step: str, status: str, seconds: float | None = None, detail: str = "") -> None:
-        self.emit({"event": "step", "step": step, "status": status, "seconds": seconds, "detail": detail})
-
-    def log(self, line: str) -> None:
-        self.emit({"event": "log", "line": line})
-
-    def review(self, spec: ShipSpec, markdown: str) -> None:
-        from .review import review_tables
-
-        tables = [{"title": t, "header": h, "rows": r} for t, h, r in review_tables(spec, None)]
-        self.emit({"event": "review", "review": {"name": spec.name, "version": spec.version, "sections": tables},
-                   "markdown": markdown})
+def history_sink(event: Event) -> None:
+    """Every result, failures included, so the panel can list what happened to each export."""
+    if isinstance(event, Result):
+        record_result(event)
 
 
 def _unquote(value: str | None) -> str | None:
@@ -175,6 +155,8 @@ def _entry_from_cell(body: str, entry: str | None) -> str:
 
 @magics_class
 class ShipMagics(Magics):
+    _cell_filename: str | None = None  # the file name the running %%ship cell's body was compiled under
+
     @magic_arguments()
     @argument("name", help="Service name: lowercase letters, digits, '-' or '_' (becomes a folder and an image name).")
     @argument("--sample", required=True, metavar="EXPR",
@@ -215,48 +197,22 @@ class ShipMagics(Magics):
                 ) from None
             raise
         shell = self.shell
-        events = args.events
-        reporter: Any = EventReporter() if events else NotebookReporter() if _in_notebook(shell) else TextReporter()
+        front: Any = panel_sink if args.events else NotebookSink() if _in_notebook(shell) else TextSink()
+        channel = Events(front, history_sink)
         if os.environ.get(PROGRESS_ENV) == "stderr":
-            reporter = TeeReporter(reporter, TextReporter(stream=sys.__stderr__))
+            channel.sinks.append(TextSink(sys.__stderr__, review=False))
+        self._cell_filename = None
         options = self._options(args, cell)
-        started = time.monotonic()
-        try:
-            from .export import export
+        from .pipeline import ship
 
-            outcome = export(options, shell.user_ns, CellHistory.from_shell(shell, cell or ""), reporter)
+        try:
+            ship(options, shell.user_ns, CellHistory.from_shell(shell, cell or "", self._cell_filename), channel)
         except ShipError as exc:
-            message = str(exc)
-            self._record(options, False, message, None)
-            if events:
-                EventReporter.emit({"event": "result", "ok": False, "name": options.name, "version": options.version,
-                                    "project": None, "verified": False, "tests": None, "message": message})
             if exc.output:
                 print(exc.output[-6000:])
-            raise UsageError(message) from None
-        self._record(options, True, outcome.message, outcome.project)
-        tests = None
-        if outcome.tests_passed is not None:
-            tests = {"passed": outcome.tests_passed, "failed": outcome.tests_failed, "output": outcome.test_output[-4000:]}
-        if events:
-            EventReporter.emit({"event": "result", "ok": True, "name": outcome.name, "version": outcome.version,
-                                "project": str(outcome.project) if outcome.project else None,
-                                "verified": outcome.verified, "tests": tests, "message": outcome.message})
-        else:
-            seconds = time.monotonic() - started
-            summary = f"{outcome.message} in {seconds:.1f} s"
-            if tests:
-                summary += f"; tests: {tests['passed']} passed, {tests['failed']} failed"
-            if outcome.image:
-                summary += f"; image {outcome.image}"
-            if _in_notebook(shell):
-                display({"text/plain": summary, "text/html": f"<b>mlship</b>: {html.escape(summary)}"}, raw=True)
-            else:
-                print(summary)
+            raise UsageError(str(exc)) from None
 
-    def _options(self, args: Any, cell: str | None) -> Any:
-        from .export import ShipOptions
-
+    def _options(self, args: Any, cell: str | None) -> ShipOptions:
         out = Path(os.environ.get(OUT_OVERRIDE_ENV) or _unquote(args.out)).expanduser()
         common = dict(name=_unquote(args.name), sample_expr=_unquote(args.sample), out=out,
                       version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
@@ -281,6 +237,7 @@ class ShipMagics(Magics):
         shell = self.shell
         code = shell.transform_cell(body)
         filename = f"<mlship-cell-{shell.execution_count}-{abs(hash(body))}>"
+        self._cell_filename = filename  # its functions belong to the running cell (see capture/cells.py)
         linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
         try:
             compiled = compile(code, filename, "exec")
@@ -290,12 +247,3 @@ class ShipMagics(Magics):
             exec(compiled, shell.user_ns)
         except Exception as exc:
             raise UsageError(f"the %%ship cell's code raised {type(exc).__name__}: {exc}") from None
-
-    @staticmethod
-    def _record(options: Any, ok: bool, message: str, project: Path | None) -> None:
-        path = os.environ.get(RESULTS_ENV)
-        if not path:
-            return
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"name": options.name, "ok": ok, "message": message,
-                                 "project": str(project) if project else None}) + "\n")

@@ -1,7 +1,7 @@
 """Render: ShipSpec (+ artifact files) -> the service project directory.
 
-Knows only the ShipSpec. The project appears at ``dest`` complete or not at all: it is rendered into a
-temporary directory beside ``dest`` and renamed into place at the end.
+Knows only the ShipSpec. The whole project comes from here (template, ship.json, model/, app/local/,
+REVIEW.md); ``fsutil.staged_dir`` makes it appear complete or not at all.
 """
 
 from __future__ import annotations
@@ -11,32 +11,42 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cookiecutter.main import cookiecutter
 
+from .fsutil import staged_dir
+from .review import review_markdown
 from .runtime import template_dir
 from .spec import ShipSpec
 
 
 def render_project(spec: ShipSpec, artifacts_dir: Path | None, dest: Path) -> Path:
     """Write the service project for ``spec`` to ``dest`` (which must not exist) and return ``dest``."""
-    dest = Path(dest).absolute()
-    if dest.exists():
-        raise FileExistsError(f"{dest} already exists; choose another --out or remove it first")
+    with staged_dir(Path(dest), replace=False) as folder:
+        write_project(spec, artifacts_dir, folder)
+    return Path(dest).absolute()
+
+
+def write_project(spec: ShipSpec, artifacts_dir: Path | None, folder: Path, verify: Any | None = None) -> None:
+    """Fill the empty ``folder`` with the whole project: template, ship.json, model/, app/local/, REVIEW.md."""
     if spec.artifacts and artifacts_dir is None:
         raise ValueError(f"the spec names {len(spec.artifacts)} artifact(s) but no artifacts directory was given")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        project = _render_template(spec, work)
-        spec.write(project / "ship.json")
-        _copy_artifacts(spec, artifacts_dir, project / "model")
-        if dest.exists():  # someone else created it meanwhile: do not replace their directory
-            raise FileExistsError(f"{dest} appeared while rendering; nothing was written there")
-        project.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+    with tempfile.TemporaryDirectory(prefix="mlship-render-") as work:
+        rendered = _render_template(spec, Path(work))
+        for item in rendered.iterdir():
+            shutil.move(str(item), folder / item.name)
+    spec.write(folder / "ship.json")
+    _copy_artifacts(spec, artifacts_dir, folder / "model")
+    for relative, text in spec.local_modules.items():
+        target = folder / "app" / "local" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    write_review(spec, folder, verify)
+
+
+def write_review(spec: ShipSpec, folder: Path, verify: Any | None) -> None:
+    (folder / "REVIEW.md").write_text(review_markdown(spec, verify), encoding="utf-8")
 
 
 def _render_template(spec: ShipSpec, work: Path) -> Path:

@@ -15,8 +15,9 @@ import json
 import pickle
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from ..errors import ShipError
 from .code import constant_source
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec
@@ -176,3 +177,27 @@ def load_saved(artifact: ArtifactSpec, directory: Path, namespace: dict[str, Any
     """Load with the service's own loader, so the kernel checks exactly what the service runs."""
     loaders = runtime_module("loaders")
     return loaders.load_artifact_file(artifact.model_dump(), directory, namespace)
+
+
+def choose_format(name: str, value: Any, cell: int | None, refers_to_notebook: bool, frameworks: dict[str, str],
+                  staging: Path, check: "Callable[[dict[str, ArtifactSpec]], list[str]]",
+                  warnings: list[str]) -> ArtifactSpec:
+    """Save with the safest format whose reloaded object reproduces the kernel's outputs.
+
+    ``check`` runs the rehearsal with the given saved artifacts and returns mismatches (empty: faithful).
+    """
+    reasons = []
+    for fmt in format_candidates(value, refers_to_notebook=refers_to_notebook):
+        try:
+            artifact = save_artifact(name, value, fmt, staging, frameworks, cell)
+            mismatches = check({name: artifact})
+        except Exception as exc:
+            reasons.append(f"{fmt}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if mismatches:
+            reasons.append(f"{fmt}: reloaded object predicts differently ({mismatches[0]})")
+            continue
+        if reasons and fmt not in SAFE_FORMATS:
+            warnings.append(f"artifact `{name}`: safer formats did not round-trip ({'; '.join(reasons)})")
+        return artifact
+    raise ShipError(f"`{name}`{f' (In[{cell}])' if cell else ''} cannot be saved faithfully: {'; '.join(reasons)}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ShipError
+from .cells import CellHistory, definition_source
 
 MAX_CONSTANT_CHARS = 20_000  # larger literals make features.py unreadable: they become artifacts
 LITERAL_TYPES = (type(None), bool, int, float, complex, str, bytes)
@@ -128,76 +129,6 @@ def refusal_reason(value: Any) -> str | None:
 
 
 REFUSAL_ADVICE = "a service cannot carry it; create it inside the entry function, or load what it holds into a variable"
-
-
-# --- cells --------------------------------------------------------------------------------
-
-
-class CellHistory:
-    """Maps source text to the execution count (In[n]) of the cell that ran it last."""
-
-    def __init__(self, cells: list[str], current: int | None = None, current_source: str = "") -> None:
-        self.cells = list(cells)
-        self.current = current
-        self.current_source = current_source
-
-    @classmethod
-    def from_shell(cls, shell: Any, current_source: str = "") -> "CellHistory":
-        hm = getattr(shell, "history_manager", None)
-        cells = list(getattr(hm, "input_hist_raw", None) or shell.user_ns.get("In", []) or [])
-        # The running cell is stored before it runs, so its In[n] is the last index; execution_count
-        # is not reliable for that (IPython 9 increments it before the cell runs). A cell run without
-        # history (the lab panel) has no number.
-        current = len(cells) - 1 if cells and current_source.strip() in cells[-1] and "ship" in cells[-1] else None
-        return cls(cells, current, current_source)
-
-    def cell_of(self, source: str) -> int | None:
-        if not source:
-            return None
-        needle = source.strip()
-        first_line = needle.splitlines()[0].strip() if needle else ""
-        if self.current_source and needle in self.current_source:
-            return self.current
-        for n in range(len(self.cells) - 1, 0, -1):
-            if needle in self.cells[n]:
-                return n
-        for n in range(len(self.cells) - 1, 0, -1):
-            if first_line and first_line in self.cells[n]:
-                return n
-        return None
-
-    def definition_in_history(self, name: str) -> tuple[str, int | None] | None:
-        """The last top-level `def`/`class` of ``name`` in the cells run so far."""
-        sources = [(self.current, self.current_source)] + [
-            (n, self.cells[n]) for n in range(len(self.cells) - 1, 0, -1)
-        ]
-        for n, src in sources:
-            found = _find_definition(src, name)
-            if found:
-                return found, n
-        return None
-
-
-def _find_definition(source: str, name: str) -> str | None:
-    try:
-        tree = ast.parse(_strip_magics(source))
-    except SyntaxError:
-        return None
-    lines = _strip_magics(source).splitlines(keepends=True)
-    found = None
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            found = "".join(lines[start - 1 : node.end_lineno])
-    return found
-
-
-def _strip_magics(source: str) -> str:
-    """Cell text without IPython-only lines, so `ast` can read it (line numbers kept)."""
-    out = []
-    for line in source.splitlines():
-        out.append("" if line.lstrip().startswith(("%", "!")) else line)
-    return "\n".join(out)
 
 
 # --- the walk -----------------------------------------------------------------------------
@@ -508,26 +439,29 @@ class CodeWalker:
             if source is not None and not _defines(source, name):
                 source = None
         if source is None:
-            filename = self._filename_of(value)
-            if filename:
-                source = _find_definition("".join(linecache.getlines(filename)), name)
+            code = self._code_of(value)
+            if code is not None:
+                source = _definition_in_file(code.co_filename, name)
+        code = self._code_of(value)
         if source is None:
             found = self.history.definition_in_history(name)
             if found:
-                return found[0], found[1]
+                return found[0], self.history.cell_of_code(code) if self.history.knows_code(code) else found[1]
             raise ShipError(
                 f"the source of {kind} `{name}` cannot be found in this notebook's history; "
                 "run the cell that defines it again"
             )
-        return source, self.history.cell_of(source)
+        if self.history.knows_code(code):
+            return source, self.history.cell_of_code(code)
+        found = self.history.definition_in_history(name)  # e.g. a class whose methods came from elsewhere
+        return source, found[1] if found and found[0].strip() == source.strip() else None
 
     @staticmethod
-    def _filename_of(value: Any) -> str | None:
+    def _code_of(value: Any) -> types.CodeType | None:
+        """The code object that says where a function or class was compiled."""
         if isinstance(value, types.FunctionType):
-            return inspect.unwrap(value).__code__.co_filename
-        for code in _code_objects_of_class(value):
-            return code.co_filename
-        return None
+            return inspect.unwrap(value).__code__
+        return next(iter(_code_objects_of_class(value)), None)
 
     @staticmethod
     def _first_line(value: Any) -> int:
@@ -536,24 +470,24 @@ class CodeWalker:
         return min((code.co_firstlineno for code in _code_objects_of_class(value)), default=0)
 
     def assignment_cell(self, name: str) -> int | None:
-        """The last cell that assigns ``name`` at top level (for the review and messages)."""
+        """The last cell that binds ``name`` at top level (for the review and messages)."""
         if name not in self._assignment_cells:
-            self._assignment_cells[name] = _last_assignment_cell(self.history, name)
+            self._assignment_cells[name] = self.history.assignment_cell(name)
         return self._assignment_cells[name]
 
 
 def _defines(source: str, name: str) -> bool:
-    return re.search(rf"^\s*(async\s+def|def|class)\s+{re.escape(name)}\b", source, re.M) is not None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name
+               for node in tree.body)
 
 
-def _last_assignment_cell(history: CellHistory, name: str) -> int | None:
-    pattern = re.compile(rf"(^|[\s,;(])({re.escape(name)})\s*(,[^=\n]*)?=(?!=)|\bimport\b.*\b{re.escape(name)}\b|\bfor\s+{re.escape(name)}\b", re.M)
-    if history.current_source and pattern.search(history.current_source):
-        return history.current
-    for n in range(len(history.cells) - 1, 0, -1):
-        if pattern.search(history.cells[n]):
-            return n
-    return None
+def _definition_in_file(filename: str, name: str) -> str | None:
+    """The last top-level definition of ``name`` in a compiled file that linecache still holds."""
+    return definition_source("".join(linecache.getlines(filename)), name)
 
 
 # --- the notebook folder's own modules ----------------------------------------------------------

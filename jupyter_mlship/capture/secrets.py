@@ -10,7 +10,9 @@ import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
+from ..errors import ShipError
 from ..spec import SecretFinding
 
 # detect-secrets keeps its settings in a process-wide singleton: one scan at a time.
@@ -68,3 +70,61 @@ def _suffix(display: str) -> str:
 
 def _specificity(secret_type: str) -> int:
     return _GENERIC_TYPES.index(secret_type) if secret_type in _GENERIC_TYPES else len(_GENERIC_TYPES)
+
+
+def find_secrets(features_source: str, local_modules: dict[str, str], artifacts: dict[str, Any]) -> list[SecretFinding]:
+    """Findings in the exported code (app/features.py, app/local/) and inside the model objects."""
+    files = {"app/features.py": features_source, **{f"app/local/{p}": t for p, t in local_modules.items()}}
+    findings = scan_for_secrets(files)
+    for finding in findings:
+        if finding.file == "app/features.py":
+            finding.name = finding.name or _name_at_line(features_source, finding.line)
+    return findings + _artifact_secrets(artifacts)
+
+
+def refuse_unless_allowed(findings: list[SecretFinding], allowed: bool) -> None:
+    """The secret policy: any finding stops the export unless the user passed --allow-secrets."""
+    if not findings or allowed:
+        return
+    first = findings[0]
+    if first.file.startswith("artifact "):
+        raise ShipError(
+            f"possible secret ({first.type}) inside the object `{first.name}`: remove it from the "
+            "model's attributes, or pass --allow-secrets after checking it"
+        )
+    raise ShipError(
+        f"possible secret ({first.type}) in the exported code"
+        + (f", in `{first.name}`" if first.name else "")
+        + f" at {first.file} line {first.line}: remove it from the code the entry function uses "
+        "(read it from an environment variable), or pass --allow-secrets after checking it"
+    )
+
+
+def _artifact_secrets(artifacts: dict[str, Any]) -> list[SecretFinding]:
+    """Credentials held inside model objects; only named detectors count there (a vocabulary is not a key)."""
+    from .artifacts import artifact_strings
+
+    texts = {f"artifact {name}.txt": "\n".join(artifact_strings(value)) for name, value in artifacts.items()}
+    findings = scan_for_secrets({label: text for label, text in texts.items() if text})
+    for finding in findings:
+        finding.name = finding.file.removeprefix("artifact ").removesuffix(".txt")
+    return [f for f in findings if f.type not in GENERIC_SECRET_TYPES]
+
+
+def _name_at_line(source: str, line: int | None) -> str | None:
+    """The top-level name whose definition holds ``line`` of features.py."""
+    if not line:
+        return None
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                return node.name
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                return node.targets[0].id
+    return None
