@@ -18,10 +18,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from .errors import ShipError
 from .events import EVENT_MIME
-
-# Read by the magic in the kernel: where every ship cell writes, and progress lines on the terminal.
-OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"
-PROGRESS_ENV = "MLSHIP_PROGRESS"
+from .options import OUT_OVERRIDE_ENV, PROGRESS_ENV
 
 SHIP_LINE = re.compile(r"^\s*%%?ship\b", re.M)
 

@@ -21,10 +21,8 @@ from .capture.code import CellHistory
 from .errors import ShipError
 from .events import EVENT_MIME, Event, Events, Log, Result, Review, Step, to_json
 from .history import current_notebook, record_result
-from .options import ShipOptions
+from .options import OUT_OVERRIDE_ENV, PROGRESS_ENV, ShipOptions
 
-OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"  # set by `mlship export --out DIR`
-PROGRESS_ENV = "MLSHIP_PROGRESS"  # "stderr": also print each step to the kernel process's stderr
 
 
 def _summary(result: Result) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Set by `mlship export` in the kernel it starts; read by the magic there.
+OUT_OVERRIDE_ENV = "MLSHIP_OUT_OVERRIDE"  # every ship cell writes to this folder (`--out DIR`)
+PROGRESS_ENV = "MLSHIP_PROGRESS"  # "stderr": also print each step on the kernel process's stderr
+
 
 @dataclass
 class ShipOptions:
