@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..capture.environment import normalize, pip_index_settings, python_version
+from ..capture.environment import find_uv, normalize, pip_index_settings, python_version
 from .streaming import run_streaming
 
 LineCallback = Callable[[str], None]
@@ -120,16 +120,6 @@ def file_lock(path: Path) -> Iterator[None]:
         return
     with filelock.FileLock(str(path)):
         yield
-
-
-def find_uv() -> str | None:
-    """uv from its Python package (the `uv` extra of jupyter-mlship), else from PATH; None: use pip."""
-    try:
-        import uv
-
-        return uv.find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
 
 
 def _build(target: Path, files: list[Path], on_line: LineCallback) -> str:
