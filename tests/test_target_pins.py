@@ -45,7 +45,10 @@ def wheels(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "wheels"
     folder.mkdir()
     make_wheel(folder, "mlship-demo-app", "1.0", ("mlship-demo-common>=1", 'mlship-demo-win ; sys_platform == "win32"',
-                                                  'mlship-demo-posix ; sys_platform != "win32"'))
+                                                  'mlship-demo-posix ; sys_platform != "win32"',
+                                                  "jupyter-mlship-demo-widget"))  # a notebook front end
+    make_wheel(folder, "jupyter-mlship-demo-widget", "1.0", ("mlship-demo-widget-dep",))
+    make_wheel(folder, "mlship-demo-widget-dep", "1.0")
     for version in ("1.0", "2.0"):  # the kernel ran 1.0; a resolver left alone would pick 2.0
         make_wheel(folder, "mlship-demo-common", version)
     make_wheel(folder, "mlship-demo-win", "1.0")
@@ -64,7 +67,8 @@ def pin(name: str, version: str = "1.0", because: str = "app") -> Requirement:
     return Requirement(name=name, version=version, because=[because])
 
 
-# What capture_requirements gives in a Windows kernel that imports mlship_demo_app.
+# What capture_requirements gives in a Windows kernel that imports mlship_demo_app (notebook front ends,
+# such as jupyter-mlship-demo-widget, are left out of a service's pins).
 WINDOWS_KERNEL = [pin("mlship-demo-app", because="mlship_demo_app"), pin("mlship-demo-common"), pin("mlship-demo-win")]
 
 

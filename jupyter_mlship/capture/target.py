@@ -27,6 +27,7 @@ from packaging.markers import default_environment
 
 from ..spec import Requirement
 from .environment import (
+    NOTEBOOK_ONLY,
     PipIndexSettings,
     capture_requirements,
     find_uv,
@@ -86,7 +87,15 @@ def pins_for_target(roots: Sequence[Requirement], kernel: Sequence[Requirement],
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
     else:
-        done, text = _compile(uv, inputs, constraints, options, settings)
+        done, text = _compile(uv, inputs, constraints, "", options, settings)
+        # Notebook front ends that libraries declare are left out, as capture_requirements leaves them out:
+        # a second pass overrides them with a marker that is never true, which drops their subtree too.
+        kernel_names = {normalize(r.name) for r in kernel}
+        notebook_only = sorted({normalize(name) for name, _, _ in (_parse(text) if done else [])
+                                if NOTEBOOK_ONLY.match(normalize(name)) and normalize(name) not in kernel_names})
+        if notebook_only:
+            overrides = "".join(f'{name} ; python_version < "0"\n' for name in notebook_only)
+            done, text = _compile(uv, inputs, constraints, overrides, options, settings)
         if not done:
             return _kept(kernel, kernel_env, f"uv could not resolve them ({text})")
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def pins_for_target(roots: Sequence[Requirement], kernel: Sequence[Requirement],
     return TargetPins(requirements=_merge(_parse(text), kernel, kernel_env), resolved=True)
 
 
-def _compile(uv: str, inputs: str, constraints: str, options: list[str],
+def _compile(uv: str, inputs: str, constraints: str, overrides: str, options: list[str],
              settings: PipIndexSettings) -> tuple[bool, str]:
     """(True, uv's requirements output) or (False, the first line of its error)."""
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
@@ -105,8 +114,9 @@ def _compile(uv: str, inputs: str, constraints: str, options: list[str],
     with tempfile.TemporaryDirectory(prefix="mlship-pins-") as scratch:
         (Path(scratch) / "service.in").write_text(inputs, encoding="utf-8")
         (Path(scratch) / "kernel.txt").write_text(constraints, encoding="utf-8")
-        command = [uv, "pip", "compile", "service.in", "--constraint", "kernel.txt", "--no-header",
-                   "--annotation-style", "line", "--quiet", *options]
+        (Path(scratch) / "left-out.txt").write_text(overrides, encoding="utf-8")
+        command = [uv, "pip", "compile", "service.in", "--constraint", "kernel.txt", "--override", "left-out.txt",
+                   "--no-header", "--annotation-style", "line", "--quiet", *options]
         try:
             done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True,
                                   timeout=RESOLVE_TIMEOUT)
