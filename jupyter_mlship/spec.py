@@ -54,10 +54,13 @@ class Requirement(SpecModel):
     name: str  # distribution name as installed
     version: str  # exact installed version
     because: list[str] = Field(default_factory=list)  # modules or distributions that need it
+    # PEP 508 marker where the pin holds on one platform only: the kernel's (e.g. colorama on Windows, kept
+    # so verify on the kernel's machine installs it) or the container's (Linux x86-64). None: everywhere.
+    marker: str | None = None
 
     @property
     def line(self) -> str:
-        return f"{self.name}=={self.version}"
+        return f"{self.name}=={self.version}" + (f" ; {self.marker}" if self.marker else "")
 
 
 class Column(SpecModel):

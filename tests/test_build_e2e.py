@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,26 @@ def inspect(image: str) -> dict:
     return json.loads(done.stdout)[0]
 
 
-def test_build_smoke_tests_labels_and_runs_as_non_root(project, base_image, podman):
+@dataclass
+class Built:
+    tag: str
+    done: subprocess.CompletedProcess
+    before: dict[str, tuple[int, int]]  # the project's files before the build
+
+
+@pytest.fixture(scope="module")
+def built(project, base_image, podman) -> Built:
+    """`mlship build` of the project, once for the tests of this module that need its image."""
     before = tree(project)
     done = mlship("build", str(project), "--builder", "podman", "--base-image", base_image,
                   "--network", "host", "--tag", TAG)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr
-    out = done.stdout
+    return Built(TAG, done, before)
+
+
+def test_build_smoke_tests_labels_and_runs_as_non_root(project, built, base_image, podman):
+    before = built.before
+    out = built.done.stdout
     assert "STEP" in out  # the build log itself was shown
     assert "Smoke test: passed" in out and "golden predictions match" in out
     assert f"above the base image {base_image}" in out and "Size:" in out
@@ -108,12 +123,12 @@ def no_smoke_containers_left() -> bool:
                           capture_output=True, text=True).stdout.strip() == ""
 
 
-def test_the_smoke_test_compares_with_the_golden_predictions(project, podman):
+def test_the_smoke_test_compares_with_the_golden_predictions(project, built, podman):
     spec = ShipSpec.read(project / "ship.json")
     spec.golden.predictions[0] = [p + 0.5 for p in spec.golden.predictions[0]]
     lines: list[str] = []
     with pytest.raises(BuildError, match="predicts differently from the notebook on the golden request"):
-        smoke_test(podman, TAG, spec, on_line=lines.append)
+        smoke_test(podman, built.tag, spec, on_line=lines.append)
     assert any("log of the smoke-test container" in line for line in lines)
     assert no_smoke_containers_left()
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
-import httpx
 from nbconvert.exporters import get_export_names
 
-from support.notebooks import free_port, mlship, write_notebook
+from support.notebooks import Service, mlship, write_notebook
 
 CELLS = [
     "%load_ext jupyter_mlship",
@@ -52,21 +50,13 @@ def test_verify_and_serve_an_exported_project(tmp_path):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "passed" in verified.stdout
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jupyter_mlship.cli", "serve", str(project), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    service = Service(project, command=lambda port: [sys.executable, "-m", "jupyter_mlship.cli", "serve",
+                                                      str(project), "--port", str(port)])
     try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": [[1.0, 1.0], [10.0, 0.0]]}).json()
+        answer = service.post("/predict", {"instances": [[1.0, 1.0], [10.0, 0.0]]}).json()
         assert [round(p, 6) for p in answer["predictions"]] == [2.5, 18.0]
     finally:
-        server.terminate()
-        server.wait(10)
+        service.stop()
 
     (project / "model" / "reg.skops").write_bytes(b"tampered")
     broken = mlship("verify", str(project))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +16,11 @@ from jupyter_mlship.capture.environment import (
     normalize,
     pip_index_settings,
     python_version,
+    service_modules,
     test_requirements,
 )
+from jupyter_mlship.capture import environment
+from jupyter_mlship.spec import InputSchema
 
 
 def by_name(requirements):
@@ -99,6 +102,39 @@ def test_test_requirements_are_pytest_and_httpx_closed():
     assert {"pluggy", "iniconfig", "httpcore", "anyio", "idna"} <= set(pins)
 
 
+def test_test_tools_the_kernel_lacks_come_from_the_table(monkeypatch):
+    """pytest and httpx are not dependencies of jupyter-mlship: a kernel without them still gets pins."""
+    monkeypatch.setitem(environment.TEST_TOOLS, "pytest", ("8.4.2", "<1"))  # the kernel's pytest is not accepted
+    monkeypatch.setitem(environment.TEST_TOOLS, "mlship-missing-tool", ("1.2.3", ">=1"))  # nor installed at all
+    pins = by_name(test_requirements())
+    assert pins["pytest"].line == "pytest==8.4.2" and pins["pytest"].because == ["tests"]
+    assert pins["mlship-missing-tool"].line == "mlship-missing-tool==1.2.3"
+    assert "pluggy" not in pins  # pytest's dependencies are left to the installer
+    assert pins["httpx"].version == importlib.metadata.version("httpx") and "httpcore" in pins
+
+
+@pytest.mark.parametrize("schema, result_module, formats, numpy, pandas", [
+    (InputSchema(kind="records"), "builtins", [], False, False),  # a pure-Python model
+    (InputSchema(kind="strings"), "builtins", ["skops"], False, False),
+    (InputSchema(kind="strings"), "numpy", [], True, False),  # outputs an array
+    (InputSchema(kind="ndarray", width=2, dtype="float64"), "builtins", [], True, False),
+    (InputSchema(kind="scalars", dtype="int64"), "builtins", [], True, False),  # a 1-D array sample
+    (InputSchema(kind="scalars"), "builtins", ["npy"], True, False),  # a numpy artifact
+    (InputSchema(kind="records"), "torch", ["torch-state-dict"], True, False),  # tensors leave through .numpy()
+    (InputSchema(kind="dataframe"), "builtins", [], True, True),
+    (InputSchema(kind="records"), "pandas.core.series", [], True, True),
+])
+def test_service_modules_pin_numpy_and_pandas_only_where_needed(schema, result_module, formats, numpy, pandas):
+    modules = service_modules(["math", "re"], formats, schema, result_module)
+    assert {"fastapi", "pydantic", "uvicorn", "prometheus_client"} <= set(modules)
+    assert ("numpy" in modules, "pandas" in modules) == (numpy, pandas)
+
+
+def test_service_modules_keep_what_the_code_imports():
+    modules = service_modules(["sklearn.linear_model", "numpy"], ["xgboost-json"], InputSchema(kind="records"), "builtins")
+    assert {"sklearn", "numpy", "xgboost"} <= set(modules) and "pandas" not in modules
+
+
 def test_fast_for_a_service_sized_set():
     modules = ["sklearn", "numpy", "pandas", "scipy", "fastapi", "pydantic", "uvicorn", "skops", "yaml", "httpx"]
     capture_requirements(modules)  # warm the module index
@@ -141,18 +177,25 @@ def test_pip_index_settings_follow_pip_environment_variables(monkeypatch):
     ]
 
 
-def test_pip_index_settings_read_this_machines_pip_config():
-    import subprocess
-    import sys
-
-    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+def test_pip_index_settings_read_a_real_pip_config_through_pip(tmp_path, monkeypatch):
+    """pip itself reads the file (`pip config list`): every key verify and build carry over comes through."""
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\nindex-url = https://private.example/simple\n"
+        "extra-index-url = file:///srv/pypi/simple\n  file:///srv/pypi-more/simple\n"
+        "find-links = /srv/wheels\ntrusted-host = private.example\ncert = /srv/ca.pem\nno-index = false\n"
+    )
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
     settings = pip_index_settings()
-    assert isinstance(settings, PipIndexSettings)
-    for url in ("file:///opt/pypi/simple", "file:///opt/pypi-more/simple"):
-        if url in listed:
-            assert url in settings.extra_index_urls
-    if Path("/opt/wheels").is_dir() and "/opt/wheels" in listed:
-        assert "/opt/wheels" in settings.find_links
+    assert settings == PipIndexSettings(
+        index_url="https://private.example/simple",
+        extra_index_urls=["file:///srv/pypi/simple", "file:///srv/pypi-more/simple"],
+        find_links=["/srv/wheels"], trusted_hosts=["private.example"], cert="/srv/ca.pem", no_index=False,
+    )
+    assert settings.uv_env()["SSL_CERT_FILE"] == "/srv/ca.pem"
 
 
 def test_pip_index_settings_rank_config_sections_and_let_variables_win(tmp_path, monkeypatch):

@@ -5,17 +5,15 @@ The container's own CMD line is run (with sh, like the image does), so what is t
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from support.notebooks import free_port, ok_cell
+from support.notebooks import Service, ok_cell, wait_until
 
 
 def container_command(project: Path) -> str:
@@ -47,34 +45,25 @@ def test_workers_from_web_concurrency_and_in_flight_requests_finish_on_sigterm(i
     project = Path("services/slow").resolve()
     command = container_command(project)
     assert command.startswith("exec uvicorn") and "$PORT" in command and "$HOST" in command
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2"}
-    server = subprocess.Popen(["sh", "-c", command], cwd=project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    # The image's CMD reads HOST and PORT (Service sets them) and WEB_CONCURRENCY.
+    service = Service(project, command=["sh", "-c", command], env={"WEB_CONCURRENCY": "2"})
+    server = service.process
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        time.sleep(2)  # both workers up
-        assert len(children(server.pid)) >= 2, "WEB_CONCURRENCY=2 should start two worker processes"
+        wait_until(lambda: len(children(server.pid)) >= 2, 60,
+                   "WEB_CONCURRENCY=2 should start two worker processes")
 
         answer: dict = {}
 
         def slow_request() -> None:
-            answer["response"] = httpx.post(f"{url}/predict", json={"instances": [[500.0, 1.0]]}, timeout=30)
+            answer["response"] = httpx.post(f"{service.url}/predict", json={"instances": [[500.0, 1.0]]}, timeout=30)
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.7)
+        time.sleep(0.7)  # let the request reach a worker before SIGTERM (what is checked is that it finishes)
         server.send_signal(signal.SIGTERM)
         thread.join(30)
+        assert "response" in answer, "the in-flight request got no answer"
         assert answer["response"].status_code == 200, answer["response"].text
-        assert server.wait(30) == 0
+        assert server.wait(30) == 0, service.output()
     finally:
-        if server.poll() is None:
-            server.kill()
+        service.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -17,9 +18,9 @@ from jupyter_mlship.verify import (
     VerifyError,
     environment_key,
     main_verify,
-    parse_counts,
     verify_project,
 )
+from jupyter_mlship.verify.results import read_junit_xml
 
 PASSING = "import six\n\n\ndef test_six():\n    assert six.PY3\n\n\ndef test_more():\n    assert six.__version__\n"
 FAILING = ("import six\n\n\ndef test_ok():\n    assert six.PY3\n\n\n"
@@ -70,7 +71,8 @@ def test_passing_project_then_reused_environment(tmp_path, env_cache):
     # The clean environment has the pins and nothing of the current one.
     venv_python = Path(first.environment) / "bin" / "python"
     probe = subprocess.run([str(venv_python), "-c", "import sys, six; print(sys.prefix); import jupyter_mlship"],
-                           capture_output=True, text=True, cwd=tmp_path)
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert probe.returncode != 0 and "No module named 'jupyter_mlship'" in probe.stderr
     assert probe.stdout.strip() == first.environment
 
@@ -88,6 +90,35 @@ def test_failing_test_is_reported_with_its_output(tmp_path, env_cache):
     assert (result.tests_passed, result.tests_failed) == (1, 1)
     assert "six says PY2 is false" in result.output
     assert "1 failed, 1 passed" in result.output
+    assert result.report.failures == ["tests/test_x.py::test_wrong"]
+    assert (result.report.failed, result.report.errors, result.report.skipped) == (1, 0, 0)
+
+
+MIXED = ("import pytest\nimport six\n\n\n@pytest.fixture\ndef broken():\n    raise RuntimeError('fixture')\n\n\n"
+         "def test_ok():\n    assert six.PY3\n\n\ndef test_error(broken):\n    pass\n\n\n"
+         "@pytest.mark.skip(reason='not here')\ndef test_skipped():\n    pass\n\n\n"
+         "class TestGroup:\n    def test_in_class(self):\n        assert six.PY2\n")
+
+
+def test_errors_skips_and_classes_come_from_the_junit_report(tmp_path, env_cache):
+    result = verify_project(make_project(tmp_path / "svc", tests=MIXED))
+    assert not result.passed
+    report = result.report
+    assert (report.passed, report.failed, report.errors, report.skipped) == (1, 1, 1, 1), result.output
+    assert (result.tests_passed, result.tests_failed) == (1, 2)
+    assert report.failures == ["tests/test_x.py::test_error", "tests/test_x.py::TestGroup::test_in_class"]
+
+    broken = make_project(tmp_path / "broken", tests="import no_such_module_mlship\n")
+    result = verify_project(broken)  # a module that does not import stops pytest before any test runs
+    assert not result.passed and (result.tests_passed, result.tests_failed) == (0, 1)
+    assert result.report.failures == ["tests/test_x.py"]
+
+
+def test_a_missing_junit_report_is_a_failure_that_says_why(tmp_path):
+    report = read_junit_xml(tmp_path / "nothing.xml", tmp_path)
+    assert report.problem and "no report" in report.problem
+    (tmp_path / "bad.xml").write_text("<testsuites><testsuite")
+    assert "could not be read" in read_junit_xml(tmp_path / "bad.xml", tmp_path).problem
 
 
 def test_requirement_that_cannot_exist_names_it(tmp_path, env_cache):
@@ -139,7 +170,8 @@ def test_main_verify_exit_codes(tmp_path, env_cache, capsys):
     assert main_verify(str(make_project(tmp_path / "good"))) == 0
     assert "PASSED: 2 passed" in capsys.readouterr().out
     assert main_verify(str(make_project(tmp_path / "bad", tests=FAILING))) == 1
-    assert "FAILED: 1 passed, 1 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED: 1 passed, 1 failed" in out and "failed: tests/test_x.py::test_wrong" in out
     assert main_verify(str(tmp_path / "missing")) == 1
     assert "requirements.txt is missing" in capsys.readouterr().err
 
@@ -160,17 +192,6 @@ def test_local_torch_build_is_found_through_the_users_pip_settings(tmp_path, env
     result = verify_project(project)
     assert result.passed, result.output
     assert result.installer == "uv"  # the pip fallback was not needed
-
-
-@pytest.mark.parametrize("line, counts", [
-    ("2 passed in 0.01s", (2, 0)),
-    ("==== 1 failed, 3 passed, 1 warning in 1.20s ====", (3, 1)),
-    ("1 passed, 2 errors in 0.50s", (1, 2)),
-    ("1 error in 0.10s", (0, 1)),
-    ("no tests ran in 0.01s", (0, 0)),
-])
-def test_parse_counts(line, counts):
-    assert parse_counts(["..F", "", line]) == counts
 
 
 def test_pip_builds_the_environment_when_asked(tmp_path, env_cache, monkeypatch):

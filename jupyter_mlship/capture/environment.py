@@ -3,28 +3,39 @@ installed versions, and the user's pip index settings needed to install them aga
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.metadata as metadata
 import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement
 from packaging.requirements import Requirement as PackagingRequirement
+from packaging.specifiers import SpecifierSet
 
-from ..spec import Requirement
+from ..spec import InputSchema, Requirement
 
 # Notebook front-end and plotting distributions: libraries often declare them, a service never needs them.
 # They are pinned only when a module passed in maps to them directly.
 NOTEBOOK_ONLY = re.compile(r"^(ipython|ipykernel|ipywidgets|jupyter.*|notebook|matplotlib|matplotlib-inline|"
                            r"widgetsnbextension)$")
-TEST_DISTRIBUTIONS = ("pytest", "httpx")
+# The generated tests' own tools: (version known to run them, versions accepted from the kernel). They are
+# not dependencies of jupyter-mlship (a kernel needs neither), so this table is the source of truth where
+# the kernel lacks them; where the kernel has an accepted version, its closure is pinned as installed.
+TEST_TOOLS: dict[str, tuple[str, str]] = {"pytest": ("8.4.2", ">=8,<10"), "httpx": ("0.28.1", ">=0.27,<1")}
+# What every generated service imports (app/main.py), whatever the notebook did.
+SERVICE_RUNTIME_MODULES = ("fastapi", "pydantic", "uvicorn", "prometheus_client")
+# Artifact format -> the module its loader imports in the service (app/loaders.py).
+ARTIFACT_FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
+                           "torch-state-dict": "torch", "torch-pickle": "torch", "npy": "numpy"}
 
 
 def python_version() -> str:
@@ -70,8 +81,10 @@ def distributions_for_modules(modules: Iterable[str]) -> dict[str, list[str]]:
     return found
 
 
-def _requirements_of(dist: metadata.Distribution, extras: frozenset[str]) -> list[PackagingRequirement]:
-    """Requirements that apply to this interpreter, including those of extras a parent asked for."""
+def _requirements_of(dist: metadata.Distribution, extras: frozenset[str],
+                     environment: Mapping[str, str] | None = None) -> list[PackagingRequirement]:
+    """Requirements that apply to this interpreter (or to the marker ``environment`` given), including those
+    of extras a parent asked for."""
     wanted = {""} | set(extras)
     result = []
     for text in dist.requires or ():
@@ -80,13 +93,14 @@ def _requirements_of(dist: metadata.Distribution, extras: frozenset[str]) -> lis
         except InvalidRequirement:
             continue
         marker: Marker | None = requirement.marker
-        if marker is not None and not any(marker.evaluate({"extra": extra}) for extra in wanted):
+        if marker is not None and not any(marker.evaluate({**(environment or {}), "extra": extra})
+                                          for extra in wanted):
             continue
         result.append(requirement)
     return result
 
 
-def _closure(roots: dict[str, list[str]]) -> list[Requirement]:
+def _closure(roots: dict[str, list[str]], environment: Mapping[str, str] | None = None) -> list[Requirement]:
     """Roots (distribution -> reasons) plus their installed transitive requirements, pinned exactly."""
     pinned: dict[str, tuple[metadata.Distribution, list[str]]] = {}
     seen: set[tuple[str, frozenset[str]]] = set()
@@ -112,7 +126,7 @@ def _closure(roots: dict[str, list[str]]) -> list[Requirement]:
     while queue:
         key, extras = queue.pop()
         dist = pinned[key][0]
-        for requirement in _requirements_of(dist, extras):
+        for requirement in _requirements_of(dist, extras, environment):
             add(requirement.name, dist.metadata["Name"], frozenset(requirement.extras), root=False)
     return sorted(
         (Requirement(name=dist.metadata["Name"], version=dist.version, because=sorted(reasons))
@@ -121,22 +135,69 @@ def _closure(roots: dict[str, list[str]]) -> list[Requirement]:
     )
 
 
-def capture_requirements(modules: Iterable[str], distributions: Iterable[str] = ()) -> list[Requirement]:
-    """The pinned, closed set of distributions a service importing ``modules`` needs, at the kernel's versions."""
+def capture_requirements(modules: Iterable[str], distributions: Iterable[str] = (),
+                         environment: Mapping[str, str] | None = None) -> list[Requirement]:
+    """The pinned, closed set of distributions a service importing ``modules`` needs, at the kernel's versions.
+
+    Dependency markers are evaluated for the kernel's platform, or for the marker ``environment`` given
+    (e.g. ``{"sys_platform": "win32", ...}``); capture/target.py resolves them again for the container."""
+    return _closure(root_distributions(modules, distributions), environment)
+
+
+def root_distributions(modules: Iterable[str], distributions: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The distributions the service asks for directly (installed name -> why), before their dependencies."""
     roots = distributions_for_modules(modules)
     for name in distributions:
         dist = _distribution(normalize(name))
         if dist is not None:
             roots.setdefault(dist.metadata["Name"], []).append("requested")
-    return _closure(roots)
+    return roots
+
+
+def service_modules(code_modules: Iterable[str], artifact_formats: Iterable[str], input_schema: InputSchema,
+                    result_module: str) -> list[str]:
+    """Top-level modules the generated service imports: its web stack, the captured code's imports, the
+    artifacts' loaders, and numpy/pandas only where the sample's conversion or the outputs need them
+    (app/convert.py imports them lazily: a service for a pure-Python model has neither)."""
+    modules = set(SERVICE_RUNTIME_MODULES) | {m.split(".")[0] for m in code_modules}
+    modules |= {ARTIFACT_FORMAT_MODULES[f] for f in artifact_formats if f in ARTIFACT_FORMAT_MODULES}
+    result_top = result_module.split(".")[0]
+    if input_schema.kind == "dataframe" or result_top == "pandas":
+        modules |= {"pandas", "numpy"}
+    if input_schema.kind == "ndarray" or input_schema.dtype or result_top in {"numpy", "torch"}:
+        modules.add("numpy")  # arrays in or out; torch tensors become JSON through .numpy()
+    return sorted(modules)
 
 
 def test_requirements() -> list[Requirement]:
-    """What the generated project's tests need on top of requirements.txt, at the installed versions."""
-    return _closure({name: ["tests"] for name in TEST_DISTRIBUTIONS})
+    """What the generated project's tests need on top of requirements.txt.
+
+    Each tool of TEST_TOOLS at the kernel's version with its installed dependencies where the kernel has an
+    accepted version; else the table's version, its dependencies left to the installer."""
+    installed: dict[str, list[str]] = {}
+    fallback: list[Requirement] = []
+    for name, (known, accepted) in TEST_TOOLS.items():
+        dist = _distribution(normalize(name))
+        if dist is not None and SpecifierSet(accepted).contains(dist.version, prereleases=True):
+            installed[dist.metadata["Name"]] = ["tests"]
+        else:
+            fallback.append(Requirement(name=name, version=known, because=["tests"]))
+    pinned = _closure(installed)
+    taken = {normalize(r.name) for r in pinned}
+    return sorted(pinned + [r for r in fallback if normalize(r.name) not in taken], key=lambda r: normalize(r.name))
 
 
 test_requirements.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
+
+
+def find_uv() -> str | None:
+    """uv from its Python package (a dependency of jupyter-mlship), else from PATH; None where neither exists."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
 
 
 @dataclass
@@ -202,7 +263,10 @@ def _parse_config_list(text: str) -> list[tuple[str, str]]:
             continue
         value = match.group(3)
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+            try:  # pip prints repr(value): a multi-line value (one URL a line) arrives as '...\\n...'
+                value = str(ast.literal_eval(value))
+            except (ValueError, SyntaxError):
+                value = value[1:-1]
         entries.append((_SECTION_ORDER[match.group(1)], match.group(2).lower(), value))
     entries.sort(key=lambda e: e[0])
     return [(key, value) for _, key, value in entries]

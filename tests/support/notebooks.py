@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -44,33 +47,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(ready: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.2,
+               alive: Callable[[], str | None] | None = None) -> None:
+    """Poll ``ready`` until it is true; fail loudly with ``what`` after ``timeout`` s or as soon as ``alive``
+    returns a reason (e.g. the process under test exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        if alive is not None and (reason := alive()):
+            raise AssertionError(f"{what}: {reason}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
 class Service:
-    def __init__(self, project: Path) -> None:
+    """A generated service on a free loopback port, waited for until /readyz answers 200 (or failing loudly).
+
+    By default uvicorn serves app.main:app from the project (``workers`` > 1 starts that many processes);
+    ``command`` replaces that, given as a list or as a function of the port. HOST and PORT are always in
+    the process's environment, with ``env`` on top of this process's own."""
+
+    def __init__(self, project: Path, *, command: Sequence[str] | Callable[[int], Sequence[str]] | None = None,
+                 env: Mapping[str, str] | None = None, workers: int | None = None,
+                 ready_timeout: float = 60) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if command is None:
+            argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+                    *(["--workers", str(workers)] if workers else [])]
+        else:
+            argv = list(command(self.port) if callable(command) else command)
+        self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks on it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            argv, cwd=project, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})},
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"service exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("service did not become ready")
+        try:
+            wait_until(self._ready, ready_timeout, f"the service {' '.join(argv)} did not become ready",
+                       alive=lambda: None if self.process.poll() is None else f"it exited with {self.process.returncode}")
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        self.log.seek(0)
+        text = self.log.read()
+        self.log.seek(0, os.SEEK_END)
+        return text
 
     def post(self, path: str, body) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, timeout=30)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
