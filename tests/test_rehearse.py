@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jupyter_mlship.capture.artifacts import save_artifact
-from jupyter_mlship.export import rehearse
+from jupyter_mlship.capture.rehearsal import rehearse
 
 FEATURES = (
     "from app.loaders import load_artifact\n\n"

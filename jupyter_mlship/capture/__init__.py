@@ -23,14 +23,12 @@ from ..runtime import runtime_module
 from ..spec import ArtifactSpec, CapturedName, Entry, SecretFinding, ShipSpec, Source, validate_name
 from .artifacts import choose_format
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
-from .environment import capture_requirements, distributions_for_modules, python_version, test_requirements
+from .environment import distributions_for_modules, python_version, service_modules, test_requirements
 from .rehearsal import rehearse
 from .schema import infer_input_schema, infer_output_schema, make_golden
 from .secrets import find_secrets, refuse_unless_allowed
+from .target import service_requirements
 
-SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "prometheus_client", "numpy")
-FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
-                  "torch-state-dict": "torch", "torch-pickle": "torch", "npy": "numpy"}
 LARGE_ARTIFACT_BYTES = 100 * 1024 * 1024
 
 
@@ -89,7 +87,11 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         }
         findings = find_secrets(features_text, local_modules, run.code.artifacts)
         refuse_unless_allowed(findings, options.allow_secrets)
-        requirements = capture_requirements(sorted(_service_modules(run, input_schema.kind, artifacts)))
+        modules = service_modules(run.code.modules, [a.format for a in artifacts], input_schema,
+                                  type(run.result).__module__)
+        pins = service_requirements(modules, python_version())  # resolved for the container's platform
+        requirements = pins.requirements
+        warnings += pins.warnings
         warnings += _artifact_warnings(artifacts)
         spec = ShipSpec(
             name=options.name,
@@ -227,15 +229,6 @@ def _save_artifacts(run: _Run, input_schema: Any, output_schema: Any, golden: An
         artifacts.append(choose_format(name, value, run.code.cells.get(name), bool(run.code.notebook_refs[name]),
                                        frameworks, staging, check, warnings))
     return artifacts
-
-
-def _service_modules(run: _Run, input_kind: str, artifacts: list[ArtifactSpec]) -> set[str]:
-    """Modules whose distributions the service pins: the code's, the formats', the server's own."""
-    modules = set(run.code.modules) | set(SERVICE_MODULES)
-    modules |= {FORMAT_MODULES[a.format] for a in artifacts if a.format in FORMAT_MODULES}
-    if input_kind == "dataframe" or type(run.result).__module__.startswith("pandas"):
-        modules.add("pandas")
-    return modules
 
 
 def _artifact_warnings(artifacts: list[ArtifactSpec]) -> list[str]:
