@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .runtime import runtime_module
 from .spec import ShipSpec
 
 
@@ -54,7 +55,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     else:
         rows = [["(each instance)", inp.dtype or "", inp.json_type or "", "yes" if inp.nullable else "no",
                  f"width {inp.width}" if inp.width else ""]]
-    sections.append((f"Request schema ({inp.kind})", ["field", "dtype", "JSON type", "null allowed", "notes"], rows))
+    instance = runtime_module("kinds").describe_instance(inp.model_dump())
+    sections.append((f"Request schema ({inp.kind}: each instance is {instance})", ["field", "dtype", "JSON type", "null allowed", "notes"], rows))
     out = spec.output
     sections.append((
         "Response schema",

@@ -13,9 +13,7 @@ from typing import Any, Callable
 from ..runtime import runtime_module
 from ..spec import Column, Golden, InputSchema, OutputSchema
 
-SUPPORTED_SAMPLES = (
-    "a pandas DataFrame, a 2-D or 1-D numpy array, a list of str, a list of dicts or a list of numbers"
-)
+SUPPORTED_SAMPLES = runtime_module("kinds").supported_samples()  # app/kinds.py: one description per kind
 PROBE_ROWS = 5  # rows of the sample used to ask the entry function whether it accepts missing values
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
+from pathlib import Path
 from typing import Any
 
 from jinja2.ext import Extension
@@ -92,6 +93,26 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def _kinds() -> Any:
+    """The template's own app/kinds.py (the one description of each sample kind)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "{{cookiecutter.name}}" / "app" / "kinds.py"
+    import sys
+
+    name = "_mlship_template_kinds"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
+
+
+def describe_instance(input_schema: dict) -> str:
+    return _kinds().describe_instance(input_schema)
+
+
 class PythonSourceExtension(Extension):
     def __init__(self, environment):
         super().__init__(environment)
@@ -103,4 +124,5 @@ class PythonSourceExtension(Extension):
             model_fields=model_fields,
             pyrepr=pyrepr,
             pretty_json=pretty_json,
+            describe_instance=describe_instance,
         )

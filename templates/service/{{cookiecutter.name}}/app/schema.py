@@ -3,7 +3,7 @@
 {%- set output = spec.output -%}
 """Request and response models of the {{ spec.name }} service, generated from the notebook's sample.
 
-One instance of a request is {% if input.kind == "dataframe" %}one row of the sample DataFrame ({{ input.columns | length }} columns){% elif input.kind == "records" %}one record (a JSON object) like those of the sample{% elif input.kind == "ndarray" %}one row of the sample array: {{ input.width }} {{ input.json_type }} values{% elif input.kind == "strings" %}one string{% else %}one {{ input.json_type }} value{% endif %}.
+One instance of a request is {{ input | describe_instance }} (app/kinds.py).
 Validation is strict (no silent type coercion, no unknown fields) so that what reaches the model is
 what the notebook's code was written for. app/convert.py turns the validated instances back into the
 sample's type.

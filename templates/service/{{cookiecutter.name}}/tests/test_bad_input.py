@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from app.kinds import KINDS
+
 WRONG_VALUES = {"string": 12345, "integer": "not a number", "number": "not a number", "boolean": "yes"}
 
 
@@ -27,11 +29,12 @@ def assert_rejected(response, status: int, *words: str) -> dict:
 
 def test_wrong_type(client, ship):
     spec, instance = ship["input"], first_instance(ship)
-    if spec["kind"] in ("dataframe", "records"):
+    shape = KINDS[spec["kind"]].shape
+    if shape == "object":
         column = spec["columns"][0]
         instance[column["name"]] = WRONG_VALUES[column["json_type"]]
         expected_field = f"instances[0].{column['name']}"
-    elif spec["kind"] == "ndarray":
+    elif shape == "array":
         instance[0] = WRONG_VALUES[spec["json_type"]]
         expected_field = "instances[0][0]"
     else:
@@ -43,11 +46,11 @@ def test_wrong_type(client, ship):
 
 def test_missing_field(client, ship):
     spec, instance = ship["input"], first_instance(ship)
-    if spec["kind"] == "ndarray":
+    if KINDS[spec["kind"]].shape == "array":
         instance = instance[:-1]  # one value short of the row width
         expected_field = "instances[0]"
     else:
-        column = first_required_column(ship) if spec["kind"] in ("dataframe", "records") else None
+        column = first_required_column(ship) if KINDS[spec["kind"]].shape == "object" else None
         if column is None:
             pytest.skip("every input field is optional")
         del instance[column["name"]]
@@ -57,7 +60,7 @@ def test_missing_field(client, ship):
 
 
 def test_extra_field(client, ship):
-    if ship["input"]["kind"] not in ("dataframe", "records"):
+    if KINDS[ship["input"]["kind"]].shape != "object":
         pytest.skip("instances of this kind have no fields")
     instance = first_instance(ship)
     instance["unexpected_field"] = 1
