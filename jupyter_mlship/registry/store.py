@@ -584,6 +584,26 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     return Registry(uri, fs, root)
 
 
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("MLSHIP_REGISTRY_CACHE") or Path(base) / "jupyter-mlship" / "registry")
+
+
+def pull_cached(registry: Registry, ref: str) -> Path:
+    """The version's project in the local cache, pulled once: versions are immutable, so a copy stays valid."""
+    record = registry.resolve(ref)
+    key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
+    folder = cache_dir() / key / record.name / record.version
+    if (folder / "ship.json").is_file():
+        return folder
+    try:
+        return registry.pull(f"{record.name}@{record.version}", folder)
+    except RegistryError:
+        if (folder / "ship.json").is_file():  # another process pulled it at the same moment
+            return folder
+        raise
+
+
 def git_head(path: Path | None) -> str | None:
     """HEAD of the git work tree containing ``path`` (with -dirty when it has uncommitted changes)."""
     if path is None:
