@@ -34,6 +34,7 @@ from .refs import (
     LATEST,
     Ref,
     RegistryError,
+    UnknownRef,
     parse_ref,
     validate_alias,
     validate_model_name,
@@ -308,23 +309,23 @@ class Registry:
     def _resolve(self, ref: Ref) -> VersionRecord:
         version = ref.version
         if not self._ls_names(self._p(ref.name, "versions")):
-            raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
+            raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
         if ref.alias:
             state = self._alias_state(ref.name, ref.alias)
             if state.version is None:
                 known = ", ".join(sorted(self._alias_names(ref.name))) or "none"
-                raise RegistryError(f"{ref.name} has no alias {ref.alias!r} in {self.uri} (aliases: {known})")
+                raise UnknownRef(f"{ref.name} has no alias {ref.alias!r} in {self.uri} (aliases: {known})")
             version = state.version
         if version is None:
             records = self._versions(ref.name)
             if not records:
-                raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
+                raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
             return records[-1]
         blob = self._read_json(self._p(ref.name, "versions", version, "version.json"))
         if blob is None:
             if not self._ls_names(self._p(ref.name, "versions")):
-                raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
-            raise RegistryError(f"{ref.name} has no version {version} in the registry {self.uri}")
+                raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
+            raise UnknownRef(f"{ref.name} has no version {version} in the registry {self.uri}")
         return VersionRecord.from_json(blob)
 
     # --- aliases ----------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ class Registry:
             self._fresh()
             state = self._alias_state(name, alias)
             if state.version is None:
-                raise RegistryError(f"{name} has no alias {alias!r} in {self.uri}: nothing to roll back")
+                raise UnknownRef(f"{name} has no alias {alias!r} in {self.uri}: nothing to roll back")
             stack = state.live_stack()
             if len(stack) < 2:
                 raise RegistryError(
