@@ -187,7 +187,7 @@ def test_concurrent_promotes_never_lose_an_update(projects, registry_env):
     assert lost and all(isinstance(x, RegistryError) and "moved by someone else at the same moment" in str(x)
                         for x in lost)
     history = registry.aliases("churn")["production"].history
-    assert [(e.seq, e.version) for e in history] == [(e.seq, e.version) for e in won]  # every winner, in order
+    assert [(e.seq, e.version) for e in history] == [(e.seq, e.version) for e in sorted(won, key=lambda e: e.seq)]  # every winner, in order
     for before, after in zip(history, history[1:]):
         assert after.previous == before.version  # nobody overwrote anybody
 

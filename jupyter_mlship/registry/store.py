@@ -575,6 +575,8 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     if "://" not in uri:
         uri = str(Path(uri).expanduser().absolute())
     options = dict(storage_options or {})
+    # A fresh client each time: fsspec's instance cache would keep credentials or an endpoint that changed.
+    options.setdefault("skip_instance_cache", True)
     if uri.startswith("/") or uri.startswith("file://"):
         options.setdefault("auto_mkdir", True)  # object stores have no folders; a local one needs them made
     try:
