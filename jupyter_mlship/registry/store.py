@@ -584,7 +584,10 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     except (ImportError, ValueError) as exc:
         protocol = uri.split("://", 1)[0]
         raise RegistryError(f"the registry {uri} cannot be opened: {_cause(exc)} (is the {protocol} backend installed?)") from exc
-    return Registry(uri, fs, root)
+    registry = Registry(uri, fs, root)
+    if registry.local and os.path.exists(root) and not os.path.isdir(root):
+        raise RegistryError(f"the registry {uri} is a file, not a folder: choose another --registry")
+    return registry
 
 
 def cache_dir() -> Path:
