@@ -305,3 +305,16 @@ def test_a_missing_registry_folder_is_not_created_by_reading(registry_env):
         registry.resolve("churn@production")
     assert not registry_env.exists()
     assert os.environ["MLSHIP_REGISTRY"] == registry.uri
+
+
+def test_build_takes_a_registry_reference(projects, registry_env, tmp_path):
+    registry = open_registry()
+    registry.push(projects[0])
+    unknown = mlship("build", "churn@9")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == f"mlship build: churn has no version 9 in the registry {registry_env}"
+    # A known reference is pulled into the cache and handed to the builder as a folder (whatever the builder
+    # here can do: the daemon may be absent; that error is the builder's, not "not a project").
+    built = mlship("build", "churn@1", "--builder", "docker", "--no-smoke", timeout=300)
+    assert "ship.json" not in built.stderr and "churn@1" not in built.stderr, built.stderr
+    assert len(list((tmp_path / "cache").glob("*/churn/1/ship.json"))) == 1
