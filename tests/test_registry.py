@@ -318,3 +318,23 @@ def test_build_takes_a_registry_reference(projects, registry_env, tmp_path):
     built = mlship("build", "churn@1", "--builder", "docker", "--no-smoke", timeout=300)
     assert "ship.json" not in built.stderr and "churn@1" not in built.stderr, built.stderr
     assert len(list((tmp_path / "cache").glob("*/churn/1/ship.json"))) == 1
+
+
+def test_diff_reports_pins_and_schema_changes_for_a_reviewer(projects):
+    from jupyter_mlship.registry.diff import diff_refs
+
+    first, second = projects
+    requirements = (second / "requirements.txt").read_text().splitlines()
+    changed = [line.replace("==", "==0.0.1+") if line.startswith("numpy==") else line for line in requirements]
+    dropped = changed[-1].split("==")[0]
+    (second / "requirements.txt").write_text("\n".join(changed[:-1] + ["tabulate==0.9.0"]) + "\n")
+    ship = json.loads((second / "ship.json").read_text())
+    ship["input"]["width"], ship["input"]["nullable"] = 3, True
+    (second / "ship.json").write_text(json.dumps(ship))
+
+    text = diff_refs(None, str(first), str(second)).to_text()
+
+    assert "+ tabulate==0.9.0 (added)" in text and f"- {dropped.lower()}==" in text
+    assert "~ numpy: " in text and "→ 0.0.1+" in text
+    assert "~ request width: 2 → 3" in text and "~ request nullable: False → True" in text
+    assert diff_refs(None, str(first), str(first)).identical
