@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -188,7 +189,7 @@ def test_concurrent_promotes_never_lose_an_update(projects, registry_env):
                         for x in lost)
     history = registry.aliases("churn")["production"].history
     assert [(e.seq, e.version) for e in history] == [(e.seq, e.version) for e in sorted(won, key=lambda e: e.seq)]  # every winner, in order
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert after.previous == before.version  # nobody overwrote anybody
 
 
@@ -226,9 +227,9 @@ def test_cli_push_models_promote_rollback_pull_diff_gc(projects, registry_env, t
     assert "(parent 1)" in mlship("push", str(second)).stdout
     refused = mlship("push", str(first), "--version", "2")
     assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
+    assert refused.stderr.strip().splitlines() == [(
         f"mlship push: churn version 2 already exists in {registry_env} with different contents; "
-        "versions are immutable: push without --version to get the next one"]
+        "versions are immutable: push without --version to get the next one")]
 
     assert mlship("promote", "churn", "1", "--alias", "production").returncode == 0
     promoted = mlship("promote", "churn", "2", "--alias", "production")
