@@ -58,6 +58,8 @@ class Result:
     image: str | None = None
     notebook: str | None = None
     seconds: float | None = None
+    pushed: str | None = None  # "NAME@VERSION" in the registry, when pushed
+    git_commit: str | None = None  # the export's commit in the project's own repository
     event: str = field(default="result", init=False)
 
 
@@ -80,7 +82,7 @@ def result_from_json(data: dict[str, Any]) -> Result:
         ok=bool(data["ok"]), name=data["name"], version=data.get("version", ""), project=data.get("project"),
         verified=bool(data.get("verified")), tests=Tests(**tests) if tests else None,
         message=data.get("message", ""), image=data.get("image"), notebook=data.get("notebook"),
-        seconds=data.get("seconds"),
+        seconds=data.get("seconds"), pushed=data.get("pushed"), git_commit=data.get("git_commit"),
     )
 
 

@@ -14,11 +14,12 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def staged_dir(dest: Path, *, replace: bool) -> Iterator[Path]:
+def staged_dir(dest: Path, *, replace: bool, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty folder beside ``dest``; on success it becomes ``dest``.
 
     ``replace=False``: ``dest`` must not exist (before or after).  ``replace=True``: an earlier ``dest``
-    is swapped out only once the new one is complete, and restored if the swap fails.
+    is swapped out only once the new one is complete, and restored if the swap fails; the entries named
+    in ``keep`` (e.g. the project's own ``.git``) move across from the earlier one.
     """
     dest = Path(dest).absolute()
     if dest.exists() and not replace:
@@ -29,12 +30,12 @@ def staged_dir(dest: Path, *, replace: bool) -> Iterator[Path]:
         staged = work / dest.name
         staged.mkdir()
         yield staged
-        _move_into_place(staged, dest, replace)
+        _move_into_place(staged, dest, replace, keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _move_into_place(staged: Path, dest: Path, replace: bool) -> None:
+def _move_into_place(staged: Path, dest: Path, replace: bool, keep: tuple[str, ...]) -> None:
     previous = None
     if dest.exists():
         if not replace:  # someone else created it meanwhile: do not replace their folder
@@ -48,4 +49,7 @@ def _move_into_place(staged: Path, dest: Path, replace: bool) -> None:
             previous.rename(dest)
         raise
     if previous is not None:
+        for name in keep:
+            if (previous / name).exists() and not (dest / name).exists():
+                (previous / name).rename(dest / name)
         shutil.rmtree(previous, ignore_errors=True)

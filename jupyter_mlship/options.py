@@ -25,3 +25,5 @@ class ShipOptions:
     build: bool = False
     allow_secrets: bool = False
     notebook: str | None = None
+    push: bool = False  # publish the verified export to the model registry
+    registry: str | None = None  # registry URI; None: $MLSHIP_REGISTRY, else the default folder

@@ -1,6 +1,7 @@
 """The export pipeline, as DESIGN.md draws it:
 
-    notebook state ──capture──▶ ShipSpec + artifacts ──render──▶ project ──verify──▶ review ──(build)──▶ image
+    notebook state ──capture──▶ ShipSpec + artifacts ──render──▶ project ──verify──▶ review
+                   ──(push)──▶ registry, and a commit in the project's own git repository ──(build)──▶ image
 
 Each stage is its own module and knows only what the previous one handed over. This orchestrator runs
 them in order, reports every step on the one event channel (events.py) and ends with exactly one
@@ -20,6 +21,7 @@ from .errors import ShipError
 from .events import Events, Result, Review, Tests
 from .fsutil import staged_dir
 from .options import ShipOptions
+from .publish import publish
 from .render import write_project, write_review
 from .review import review_html, review_markdown, review_tables
 from .spec import ShipSpec
@@ -51,7 +53,7 @@ def _run(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, ev
             return result
         destination = (options.out / spec.name).resolve()
         _check_destination(destination)
-        with staged_dir(destination, replace=True) as project:
+        with staged_dir(destination, replace=True, keep=(".git",)) as project:  # its history continues
             with events.step("render", str(destination)):
                 write_project(spec, captured.staging, project)
             if options.verify:
@@ -61,6 +63,11 @@ def _run(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, ev
                 result.tests = Tests(verified.tests_passed, verified.tests_failed, verified.output)
     result.project = str(destination)
     result.message = f"exported to {destination}" + (" and verified" if result.verified else " (not verified)")
+    with events.step("publish", "registry push and the project's git commit"):
+        verify_summary = f"passed ({result.tests.passed} tests)" if result.tests else "not run"
+        published = publish(destination, options.push, options.registry, verify_summary)
+    result.pushed, result.git_commit = published.pushed, published.git_commit
+    result.message += published.message
     if options.build:
         result.image = build(destination, events)
         result.message += f"; built and smoke-tested image {result.image}"
