@@ -76,3 +76,57 @@ export function pollBuild(id: string, since: number): Promise<IBuildState> {
 export function cancelBuild(id: string): Promise<IBuildState> {
   return requestAPI(`build/${id}`, { method: 'DELETE' });
 }
+
+// ---- the model registry (docs: /mlship/registry endpoints, issue 8) ----
+
+/** One immutable version of a model in the registry. */
+export interface IRegistryVersion {
+  version: string;
+  pushed_at: string | number;
+  pushed_by: string;
+  notebook: string | null;
+  cell: number | string | null;
+  git_commit: string | null;
+  verified: boolean | null;
+  size_bytes: number;
+  sha256s: Record<string, string>;
+}
+
+export interface IAliasEvent {
+  version: string;
+  time: string | number;
+  by: string;
+  action: 'promote' | 'rollback';
+}
+
+export interface IAliasState {
+  version: string;
+  history: IAliasEvent[];
+}
+
+export interface IRegistryModel {
+  name: string;
+  versions: IRegistryVersion[];
+  aliases: Record<string, IAliasState>;
+}
+
+export interface IRegistryListing {
+  registry: string;
+  models: IRegistryModel[];
+}
+
+export function listRegistry(notebook: string): Promise<IRegistryListing> {
+  return requestAPI(`registry?notebook=${encodeURIComponent(notebook)}`);
+}
+
+export function pushProject(project: string): Promise<IRegistryVersion> {
+  return requestAPI('registry/push', { method: 'POST', body: JSON.stringify({ project }) });
+}
+
+export function promoteVersion(name: string, version: string, alias: string): Promise<IAliasState> {
+  return requestAPI('registry/promote', { method: 'POST', body: JSON.stringify({ name, version, alias }) });
+}
+
+export function rollbackAlias(name: string, alias: string): Promise<IAliasState> {
+  return requestAPI('registry/rollback', { method: 'POST', body: JSON.stringify({ name, alias }) });
+}
