@@ -90,18 +90,39 @@ export interface IRegistryVersion {
   verified: boolean | null;
   size_bytes: number;
   sha256s: Record<string, string>;
+  created?: boolean; // on a push: false when identical bytes were already this version (nothing written)
 }
 
 export interface IAliasEvent {
   version: string;
+  previous?: string | null;
   time: string | number;
   by: string;
   action: 'promote' | 'rollback';
 }
 
 export interface IAliasState {
-  version: string;
-  history: IAliasEvent[];
+  version: string | null;
+  history: IAliasEvent[]; // oldest first
+}
+
+/**
+ * The targets a rollback walks back through, as the registry computes them (AliasState.live_stack):
+ * a promote pushes its version, a rollback pops one.
+ */
+export function rollbackStack(history: IAliasEvent[]): string[] {
+  const stack: string[] = [];
+  for (const event of history) {
+    if (event.action === 'rollback' && stack.length) {
+      stack.pop();
+      if (!stack.length || stack[stack.length - 1] !== event.version) {
+        stack.push(event.version);
+      }
+    } else {
+      stack.push(event.version);
+    }
+  }
+  return stack;
 }
 
 export interface IRegistryModel {

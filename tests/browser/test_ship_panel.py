@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -201,6 +202,10 @@ def test_ship_a_trained_model_from_the_panel(lab, page, screenshots_dir):
         text = panel.inner_text()
         assert "Image build: succeeded" in text, text[-3000:]
         assert "smoke test" in text and "golden predictions match" in text
+        # The build log overflows its box and shows its newest line: it followed the output.
+        log = panel.locator(".mlship-Build .mlship-Log")
+        assert log.evaluate("(el) => el.scrollHeight > el.clientHeight + 20"), "the build log did not overflow"
+        assert log.evaluate("(el) => el.scrollHeight - el.scrollTop - el.clientHeight <= 2")
         screenshot(page, screenshots_dir, "build-done-light")
 
 
@@ -269,3 +274,69 @@ def test_a_refusal_and_a_cancel_are_reported_in_the_panel(lab, page, screenshots
     assert cancelled.inner_text().startswith("Cancelled")
     wait_idle(page)
     assert not (lab.root / "services" / "refuse").exists()
+
+
+def words(locator) -> str:
+    """The element's text on one line, words separated by single spaces."""
+    return " ".join(locator.inner_text().split())
+
+
+def alias_target(lab, name: str, alias: str) -> dict:
+    """The alias's current event as the registry stores it: the highest SEQ file (docs/registry.md)."""
+    events = sorted((lab.registry / name / "aliases" / alias).glob("*.json"))
+    return json.loads(events[-1].read_text())
+
+
+def test_push_promote_and_roll_back_from_the_panel(lab, page, screenshots_dir):
+    write_notebook(lab.root / "reg.ipynb", TRAIN)
+    open_notebook(page, lab, "reg.ipynb")
+    run_all(page, 1)
+    panel = open_panel(page)
+    panel.locator("#mlship-model option[value='clf']").wait_for(state="attached")
+    panel.get_by_role("checkbox").uncheck()  # verify is not what this test is about
+    registry = panel.locator("section[aria-label='Registry']")
+    registry.get_by_text("No version of this notebook's models is in the registry yet").wait_for()
+
+    # Two exports of one project, each pushed: versions 1 and 2 of "reg".
+    for version in ("1", "2"):
+        panel.get_by_role("button", name="Export").click()
+        result = panel.locator(".mlship-Result", has_text="Exported (not verified)")
+        result.wait_for(timeout=120_000)
+        result.get_by_role("button", name="Push", exact=True).click()
+        outcome = result.locator(".mlship-PushOutcome")
+        outcome.wait_for()
+        assert outcome.inner_text() == f"Pushed to the registry as version {version}.", outcome.inner_text()
+        registry.get_by_role("button", name=f"Promote reg v{version}").wait_for()
+    assert json.loads((lab.registry / "reg" / "versions" / "2" / "version.json").read_text())["parent"] == "1"
+
+    # Promote v1, then v2, to production; the alias row follows, and so does the registry on disk.
+    for version in ("1", "2"):
+        registry.get_by_role("button", name=f"Promote reg v{version}").click()
+        form = registry.get_by_role("form", name=f"Promote reg v{version} to an alias")
+        assert form.get_by_label("Alias").input_value() == "production"
+        form.get_by_role("button", name="Promote", exact=True).click()
+        registry.get_by_text(f"production of reg now points to version {version}.").wait_for()
+        assert "production → v" + version in words(registry.locator(".mlship-Alias"))
+        assert alias_target(lab, "reg", "production")["version"] == version
+    screenshot(page, screenshots_dir, "registry-light")
+
+    # Roll back: production goes back to v1, and then has nothing earlier to go back to.
+    rollback = registry.get_by_role("button", name="Roll back production of reg")
+    rollback.click()
+    registry.get_by_text("production of reg rolled back to version 1.").wait_for()
+    event = alias_target(lab, "reg", "production")
+    assert (event["version"], event["action"]) == ("1", "rollback")
+    assert "production → v1" in words(registry.locator(".mlship-Alias"))
+    assert rollback.is_disabled()
+
+    # A refusal is the server's one sentence: pushing an export whose folder was deleted.
+    shutil.rmtree(lab.root / "services" / "reg")
+    history = panel.locator(".mlship-HistoryItem", has_text="reg")
+    history.first.get_by_role("button", name="Push reg v1 to the registry").click()
+    refusal = history.first.locator(".mlship-PushOutcome.mlship-mod-error")
+    refusal.wait_for()
+    assert "the folder does not exist" in refusal.inner_text()
+    assert sorted(p.name for p in (lab.registry / "reg" / "versions").iterdir()) == ["1", "2"]  # nothing written
+    use_theme(page, "JupyterLab Dark")
+    screenshot(page, screenshots_dir, "registry-dark")
+    use_theme(page, "JupyterLab Light")

@@ -5,7 +5,7 @@
 import * as React from 'react';
 
 import { formatBytes, formatTime } from '../format';
-import { IRegistryModel, IRegistryVersion } from '../handler';
+import { IRegistryModel, IRegistryVersion, rollbackStack } from '../handler';
 import { IRegistry } from '../hooks/useRegistry';
 
 const DEFAULT_ALIAS = 'production';
@@ -54,17 +54,17 @@ function RegistryModel({ model, registry }: { model: IRegistryModel; registry: I
       <ul className="mlship-Aliases" aria-label={`Aliases of ${model.name}`}>
         {aliases.length === 0 && <li className="mlship-Muted">No aliases yet.</li>}
         {aliases.map(([alias, state]) => {
-          // An alias with one event has no earlier target to go back to.
-          const previous = (state.history ?? []).length > 1;
+          const stack = rollbackStack(state.history ?? []);
+          const previous = stack.length > 1 ? stack[stack.length - 2] : null;
           return (
             <li key={alias} className="mlship-Alias">
               <span className="mlship-AliasName">{alias}</span>
-              <span>→ v{state.version}</span>
+              <span>→ v{state.version ?? '–'}</span>
               <button
                 type="button"
                 className="jp-Button jp-mod-styled jp-mod-reject mlship-Small"
                 disabled={!previous || registry.pending !== null}
-                title={previous ? `Point ${alias} back to the version it had before` : `${alias} has no earlier version`}
+                title={previous ? `Point ${alias} back to version ${previous}` : `${alias} has no earlier version to go back to`}
                 aria-label={`Roll back ${alias} of ${model.name}`}
                 onClick={() => void registry.rollback(model.name, alias)}
               >

@@ -27,17 +27,20 @@ function sectionsOf(review: IReviewEvent): ISection[] {
   );
 }
 
-/** What a row says in a word or two: its first cell, with the second when it is a version or a type. */
-function label(section: ISection, row: string[]): string {
-  const first = plain(row[0] ?? '');
-  if (/^Dependencies/.test(section.title) && row[1]) {
-    return `${first} ${plain(row[1])}`;
+
+/** What the sidebar says of a section: a count where a list would not fit, else the names. */
+function items(section: ISection): string[] {
+  if (/^Dependencies/.test(section.title)) {
+    return section.rows.length ? [`${section.rows.length} pinned`] : [];
   }
-  return first;
+  return section.rows.map(row => plain(row[0] ?? '')).filter(Boolean);
 }
 
+// The verification shows in the result (tests passed/failed); the review of a run is made before it.
+const LEFT_OUT = /^Verification/;
+
 export function ReviewSummary(props: { review: IReviewEvent; onOpen: () => void }): JSX.Element {
-  const sections = sectionsOf(props.review);
+  const sections = sectionsOf(props.review).filter(s => !LEFT_OUT.test(s.title));
   return (
     <div className="mlship-ReviewSummary" aria-label="Review summary">
       <div className="mlship-ReviewSummaryHead">
@@ -54,12 +57,12 @@ export function ReviewSummary(props: { review: IReviewEvent; onOpen: () => void 
       <dl className="mlship-Summary">
         {sections.map(section => {
           const warn = /^Warnings|^Secrets/.test(section.title) && section.rows.length > 0;
-          const items = section.rows.map(row => label(section, row)).filter(Boolean);
+          const shown = items(section);
           return (
             <React.Fragment key={section.title}>
               <dt className={warn ? 'mlship-mod-warn' : ''}>{section.title.replace(/ \(.*\)$/, '')}</dt>
-              <dd title={items.join('\n')} className={warn ? 'mlship-mod-warn mlship-mod-wrap' : ''}>
-                {items.length === 0 ? <span className="mlship-Muted">none</span> : items.join(', ')}
+              <dd title={shown.join('\n')} className={warn ? 'mlship-mod-warn mlship-mod-wrap' : ''}>
+                {shown.length === 0 ? <span className="mlship-Muted">none</span> : shown.join(', ')}
               </dd>
             </React.Fragment>
           );

@@ -45,7 +45,13 @@ export function useRegistry(notebookPath: string): IRegistry {
       setListing(await listRegistry(notebookPath));
       setError(null);
     } catch (reason) {
-      setError((reason as Error).message);
+      const message = (reason as Error).message;
+      // A bare 404 is a server without the registry endpoints (an older jupyter-mlship), not a registry error.
+      setError(
+        /^404\b/.test(message)
+          ? "This Jupyter server's jupyter-mlship has no model registry: upgrade it where JupyterLab runs, then restart JupyterLab."
+          : message
+      );
     }
   }, [notebookPath]);
 
@@ -93,7 +99,12 @@ export function useRegistry(notebookPath: string): IRegistry {
     pending,
     refresh,
     push: project =>
-      act(`push ${project}`, () => pushProject(project), v => `Pushed to the registry as version ${v.version}.`, true),
+      act(`push ${project}`, () => pushProject(project), v =>
+          v.created === false
+            ? `Already in the registry as version ${v.version}: the same files, nothing was pushed.`
+            : `Pushed to the registry as version ${v.version}.`,
+        true
+      ),
     promote: async (name, version, alias) =>
       (await act(
         `promote ${name} ${version}`,
