@@ -13,13 +13,15 @@ import { IDocumentManager } from '@jupyterlab/docmanager';
 import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Kernel } from '@jupyterlab/services';
-import { ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
+import { ReactWidget } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
 import { defaultName, FormErrors, IShipForm, shipCommand, validate } from './command';
 import { ExportHistory } from './components/ExportHistory';
+import { PanelHeader } from './components/PanelHeader';
+import { IPushOutcome } from './components/PushOutcome';
 import { RegistryView } from './components/RegistryView';
 import { RunView } from './components/RunView';
 import { ShipForm } from './components/ShipForm';
@@ -35,8 +37,6 @@ import { useSignal } from './hooks/useSignal';
 import { shipIcon } from './icons';
 import { checkReady, KernelNotReady } from './kernel';
 import { showReview } from './reviewDocument';
-
-export { serverPath } from './format';
 
 export interface IShipPanelOptions {
   docManager: IDocumentManager;
@@ -205,55 +205,30 @@ function ShipView({ panel, docManager, rendermime, shell }: IShipViewProps): JSX
   };
   // Build and push take the project as the server knows it: relative to its root, else absolute.
   const serverProject = (project: string) => serverPath(project, run?.notebookPath ?? notebookPath) ?? project;
-  // The outcome of the last Push, shown beside the button that started it.
-  const [pushed, setPushed] = React.useState<{ project: string; ok: boolean; message: string } | null>(null);
-  const push = async (project: string) => {
+  // The outcome of the last Push, shown beside the button that started it (`from`: 'result' or a record's time).
+  const [pushed, setPushed] = React.useState<IPushOutcome | null>(null);
+  const push = async (project: string, from: string) => {
     setPushed(null);
     const outcome = await registry.push(serverProject(project));
-    setPushed({ project, ok: outcome.value !== null, message: outcome.message });
+    setPushed({ project, from, ok: outcome.value !== null, message: outcome.message });
   };
   const pushing = (project: string) => registry.pending === `push ${serverProject(project)}`;
 
-  const status = sessionContext?.session?.kernel?.status ?? 'no kernel';
   const notice = kernelNotice ?? listing.error;
 
   return (
     <div className="mlship-View">
-      <header className="mlship-Header">
-        <h2 className="mlship-Title">
-          <shipIcon.react tag="span" className="mlship-TitleIcon" />
-          Ship
-        </h2>
-        <button
-          type="button"
-          className="jp-ToolbarButtonComponent jp-mod-minimal jp-Button mlship-IconButton"
-          onClick={() => {
-            void refresh();
-            void history.refresh();
-            void registry.refresh();
-          }}
-          disabled={!notebook || running}
-          title="Read the kernel's models and samples, the history and the registry again"
-          aria-label="Refresh models and samples"
-        >
-          <refreshIcon.react tag="span" />
-        </button>
-      </header>
-      <p className="mlship-Context">
-        {notebook ? (
-          <>
-            <span className="mlship-NotebookName" title={notebookPath}>
-              {PathExt.basename(notebookPath)}
-            </span>
-            {' · kernel '}
-            <span className={`mlship-KernelStatus mlship-mod-${status.replace(/\s/g, '-')}`}>{status}</span>
-            {listing.listing ? ' · reading the kernel…' : ''}
-          </>
-        ) : (
-          'No notebook'
-        )}
-      </p>
-
+      <PanelHeader
+        notebookPath={notebook ? notebookPath : null}
+        kernelStatus={sessionContext?.session?.kernel?.status ?? 'no kernel'}
+        reading={listing.listing}
+        canRefresh={!!notebook && !running}
+        onRefresh={() => {
+          void refresh();
+          void history.refresh();
+          void registry.refresh();
+        }}
+      />
       {notice && (
         <div className="mlship-Message mlship-mod-error" role="alert">
           {notice}
@@ -283,12 +258,12 @@ function ShipView({ panel, docManager, rendermime, shell }: IShipViewProps): JSX
           builders={image.builders}
           build={image.build}
           pushing={!!run.result?.project && pushing(run.result.project)}
-          pushed={pushed && pushed.project === run.result?.project ? pushed : null}
+          pushed={pushed?.from === 'result' ? pushed : null}
           onOpen={open}
           onOpenReview={() => run.review && void showReview(shell, rendermime, run.review, notebook?.id ?? null)}
           onBuild={project => void image.start(serverProject(project))}
           onCancelBuild={image.cancel}
-          onPush={project => void push(project)}
+          onPush={project => void push(project, 'result')}
         />
       )}
 
@@ -299,7 +274,7 @@ function ShipView({ panel, docManager, rendermime, shell }: IShipViewProps): JSX
         pushing={record => pushing(record)}
         pushed={pushed}
         onOpenReview={record => open(record.project, 'REVIEW.md', 'Markdown Preview')}
-        onPush={record => void push(record.project)}
+        onPush={record => void push(record.project, `history:${record.time}`)}
       />
       <RegistryView registry={registry} />
     </div>

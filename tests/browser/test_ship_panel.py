@@ -92,11 +92,13 @@ def use_theme(page, theme: str) -> None:
 
 
 def in_viewport(locator) -> bool:
-    """The element lies wholly inside the window: the user sees it without scrolling."""
+    """The element lies wholly inside the window and the sidebar's visible area: seen without scrolling."""
     return locator.evaluate(
         """(el) => { const r = el.getBoundingClientRect();
-                     return r.height > 0 && r.top >= 0 && r.left >= 0
-                            && r.bottom <= window.innerHeight && r.right <= window.innerWidth; }""")
+                     const p = document.querySelector('#mlship-panel').getBoundingClientRect();
+                     return r.height > 0 && r.top >= Math.max(0, p.top) && r.left >= Math.max(0, p.left)
+                            && r.bottom <= Math.min(window.innerHeight, p.bottom)
+                            && r.right <= Math.min(window.innerWidth, p.right); }""")
 
 
 def icon_centred(button) -> bool:
@@ -178,6 +180,7 @@ def test_ship_a_trained_model_from_the_panel(lab, page, screenshots_dir):
 
     screenshot(page, screenshots_dir, "export-done-light")
     use_theme(page, "JupyterLab Dark")
+    result.scroll_into_view_if_needed()  # the light screenshot's tall window scrolled the sidebar back up
     screenshot(page, screenshots_dir, "export-done-dark")
     # Icons on the blue and red buttons are drawn in the button's (white) text colour in the dark theme too.
     for name in ("Export", "Build image"):

@@ -58,7 +58,7 @@ export function ExportHistory(props: IExportHistoryProps): JSX.Element {
                   </button>
                 </span>
               )}
-              {props.pushed?.project === record.project && <PushOutcome outcome={props.pushed} />}
+              {props.pushed?.from === `history:${record.time}` && <PushOutcome outcome={props.pushed} />}
             </li>
           ))}
         </ul>

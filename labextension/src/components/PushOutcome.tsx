@@ -2,6 +2,7 @@ import * as React from 'react';
 
 export interface IPushOutcome {
   project: string;
+  from: string; // which button: 'result', or 'history:<time>' of an earlier export
   ok: boolean;
   message: string; // "Pushed ... as version N." or the server's one sentence
 }

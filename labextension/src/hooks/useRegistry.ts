@@ -72,24 +72,21 @@ export function useRegistry(notebookPath: string): IRegistry {
   ): Promise<IActionOutcome<T>> => {
     setPending(label);
     setNotice(null);
+    let outcome: IActionOutcome<T>;
     try {
       const value = await action();
-      const message = done(value);
-      if (!shownByCaller) {
-        setError(null);
-        setNotice(message);
-      }
-      return { value, message };
+      outcome = { value, message: done(value) };
     } catch (reason) {
-      const message = (reason as Error).message;
-      if (!shownByCaller) {
-        setError(message);
-      }
-      return { value: null, message };
-    } finally {
-      setPending(null);
-      await refresh();
+      outcome = { value: null, message: (reason as Error).message };
     }
+    // The listing first, so the sentence and the versions and aliases it speaks of show together.
+    await refresh();
+    if (!shownByCaller) {
+      setError(outcome.value === null ? outcome.message : null);
+      setNotice(outcome.value === null ? null : outcome.message);
+    }
+    setPending(null);
+    return outcome;
   };
 
   return {
