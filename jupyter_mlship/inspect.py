@@ -1,7 +1,8 @@
 """Kernel-side listing of what the lab panel can offer: models, entry functions and samples.
 
-The panel evaluates ``candidates_json()`` through ``user_expressions`` (docs/panel-protocol.md), so this
-runs inside the user's kernel on every refresh. It therefore only reads: it never assigns into the
+The panel evaluates ``candidates()`` through ``user_expressions`` (docs/panel-protocol.md), so this
+runs inside the user's kernel on every refresh. The answer is a rich display object: the kernel's own
+display formatter sends it as an ``application/json`` bundle, which the panel reads as JSON as it is. It therefore only reads: it never assigns into the
 namespace, never prints, and never imports a framework. A framework's types are looked up in
 ``sys.modules`` so an object can only be one of them if the user already imported that framework.
 """
@@ -9,7 +10,6 @@ namespace, never prints, and never imports a framework. A framework's types are 
 from __future__ import annotations
 
 import inspect as pyinspect
-import json
 import sys
 import types
 from dataclasses import asdict, dataclass, field
@@ -155,15 +155,24 @@ def list_candidates(namespace: dict[str, Any]) -> Candidates:
     return found
 
 
-def candidates_json() -> str:
-    """The candidates of the running IPython kernel, as JSON.
+class CandidatesDisplay:
+    """The candidates as a display object: ``application/json`` for the panel, a short text otherwise."""
 
-    The panel receives the ``repr`` of this string, so the JSON is ASCII with ``'`` escaped: the repr
-    then only doubles backslashes, which the panel undoes.
-    """
+    def __init__(self, found: Candidates) -> None:
+        self.found = found
+
+    def _repr_json_(self) -> dict[str, Any]:
+        return asdict(self.found)
+
+    def __repr__(self) -> str:
+        f = self.found
+        return f"<{len(f.models)} models, {len(f.functions)} functions, {len(f.samples)} samples>"
+
+
+def candidates() -> CandidatesDisplay:
+    """The candidates of the running IPython kernel, displayed as ``application/json``."""
     from IPython import get_ipython
 
     shell = get_ipython()
     namespace = shell.user_ns if shell is not None else {}
-    text = json.dumps(asdict(list_candidates(namespace)), ensure_ascii=True)
-    return text.replace("'", "\\u0027").replace("\x7f", "\\u007f")
+    return CandidatesDisplay(list_candidates(namespace))

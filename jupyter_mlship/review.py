@@ -7,6 +7,7 @@ output in Jupyter, made from the same Markdown tables).
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from .runtime import runtime_module
@@ -25,8 +26,28 @@ def _cell(cell: int | None) -> str:
     return f"In[{cell}]" if cell else "—"
 
 
+# Characters that Markdown reads as formatting in running text (emphasis, links, code, tables, HTML).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_MARKDOWN_ESCAPED = re.compile(r"\\([\\`*_{}\[\]<>()#+!|~])")
+
+
 def _escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Generated text as literal Markdown: ``nvidia-*-cu*`` stays itself, not italics; one line."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def _code(text: Any) -> str:
+    """A code span; inside one only the table's ``|`` needs escaping (GFM splits cells first)."""
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}" if fence == "`" else f"{fence} {text} {fence}"
+
+
+def _unescape(cell: str) -> str:
+    """A Markdown cell as plain text for the HTML rendering: code fences and escapes removed."""
+    if cell.startswith("`"):
+        return cell.strip("`").strip().replace("\\|", "|")
+    return _MARKDOWN_ESCAPED.sub(r"\1", cell)
 
 
 def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -35,25 +56,25 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     sections.append((
         "Captured names",
         ["name", "kind", "cell", "size", "detail"],
-        [[f"`{c.name}`", c.kind, _cell(c.cell), _size(c.size_bytes), f"`{_escape(c.detail)}`"] for c in spec.captured],
+        [[_code(c.name), _escape(c.kind), _cell(c.cell), _size(c.size_bytes), _code(c.detail)] for c in spec.captured],
     ))
     sections.append((
         "Artifacts",
         ["name", "file", "format", "size", "sha256", "type"],
-        [[f"`{a.name}`", f"model/{a.file}", a.format, _size(a.size_bytes), f"`{a.sha256}`", f"`{a.type}`"]
+        [[_code(a.name), _escape(f"model/{a.file}"), _escape(a.format), _size(a.size_bytes), _code(a.sha256), _code(a.type)]
          for a in spec.artifacts],
     ))
     sections.append((
         "Dependencies (requirements.txt)",
         ["distribution", "version", "needed by"],
-        [[r.name, r.version, ", ".join(r.because)] for r in spec.requirements],
+        [[_escape(r.name), _escape(r.version), _escape(", ".join(r.because))] for r in spec.requirements],
     ))
     inp = spec.input
     if inp.columns:
-        rows = [[f"`{c.name}`", c.dtype, c.json_type, "yes" if c.nullable else "no",
-                 ", ".join(map(str, c.categories)) if c.categories else ""] for c in inp.columns]
+        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), "yes" if c.nullable else "no",
+                 _escape(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
     else:
-        rows = [["(each instance)", inp.dtype or "", inp.json_type or "", "yes" if inp.nullable else "no",
+        rows = [["(each instance)", _escape(inp.dtype or ""), _escape(inp.json_type or ""), "yes" if inp.nullable else "no",
                  f"width {inp.width}" if inp.width else ""]]
     instance = runtime_module("kinds").describe_instance(inp.model_dump())
     sections.append((f"Request schema ({inp.kind}: each instance is {instance})", ["field", "dtype", "JSON type", "null allowed", "notes"], rows))
@@ -61,13 +82,13 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     sections.append((
         "Response schema",
         ["kind", "returned", "JSON type", "width"],
-        [[out.kind, f"`{out.container}`", out.json_type, str(out.width or "")]],
+        [[_escape(out.kind), _code(out.container), _escape(out.json_type), str(out.width or "")]],
     ))
     sections.append(("Warnings", ["warning"], [[_escape(w)] for w in spec.warnings]))
     sections.append((
         "Secrets found",
         ["where", "line", "type", "name"],
-        [[f.file, str(f.line or ""), f.type, f"`{f.name}`" if f.name else ""] for f in spec.secrets_allowed],
+        [[_escape(f.file), str(f.line or ""), _escape(f.type), _code(f.name) if f.name else ""] for f in spec.secrets_allowed],
     ))
     sections.append(("Container image", ["base image", "why"], [list(_base_image_choice(spec))]))
     if verify is None:
@@ -86,19 +107,19 @@ def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
 
     gpu = gpu_base_image(spec)
     if gpu is not None:
-        return f"`{gpu[0]}`", _escape(gpu[1])
+        return _code(gpu[0]), _escape(gpu[1])
     slim = "python:" + ".".join(spec.python_version.split(".")[:2]) + "-slim"
-    return f"`{slim}`", _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
+    return _code(slim), _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
 
 
 def review_markdown(spec: ShipSpec, verify: Any | None) -> str:
     lines = [
-        f"# Review: {spec.name} {spec.version}",
+        f"# Review: {_escape(spec.name)} {_escape(spec.version)}",
         "",
-        f"Exported by jupyter-mlship {spec.source.mlship_version} on {spec.source.captured_at} "
-        f"from {spec.source.notebook or 'a notebook'} (Python {spec.python_version}). "
-        f"Entry: `{spec.entry.name}`"
-        + (f" = `{spec.entry.model_var}.{spec.entry.method}`" if spec.entry.kind == "method" else "")
+        f"Exported by jupyter-mlship {_escape(spec.source.mlship_version)} on {_escape(spec.source.captured_at)} "
+        f"from {_escape(spec.source.notebook or 'a notebook')} (Python {_escape(spec.python_version)}). "
+        f"Entry: {_code(spec.entry.name)}"
+        + (f" = {_code(f'{spec.entry.model_var}.{spec.entry.method}')}" if spec.entry.kind == "method" else "")
         + f", golden sample of {len(spec.golden.instances)} instances.",
     ]
     for title, header, rows in review_tables(spec, verify):
@@ -121,7 +142,7 @@ def review_html(spec: ShipSpec, verify: Any | None) -> str:
             continue
         parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
         for row in rows:
-            cells = "".join(f"<td>{html.escape(c.strip('`').replace(chr(92) + '|', '|'))}</td>" for c in row)
+            cells = "".join(f"<td>{html.escape(_unescape(c))}</td>" for c in row)
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</tbody></table>")
     parts.append("</div>")

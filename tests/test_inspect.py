@@ -10,10 +10,10 @@ import textwrap
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from jupyter_mlship.inspect import candidates_json, list_candidates
+from jupyter_mlship.inspect import candidates, list_candidates
 
 # The expression the panel sends (docs/panel-protocol.md).
-PANEL_EXPRESSION = '__import__("jupyter_mlship.inspect", fromlist=["_"]).candidates_json()'
+PANEL_EXPRESSION = '__import__("jupyter_mlship.inspect", fromlist=["_"]).candidates()'
 
 NOTEBOOK = textwrap.dedent('''
     import numpy as np
@@ -90,8 +90,8 @@ def test_the_panel_lists_what_a_real_kernel_holds_and_leaves_it_unchanged(kernel
 
     result = reply["user_expressions"]["candidates"]
     assert result["status"] == "ok", result
-    # The panel gets the repr of the JSON string; ast.literal_eval is what its decoder mirrors.
-    candidates = json.loads(ast.literal_eval(result["data"]["text/plain"]))
+    # The kernel's display formatter sends the listing as an application/json bundle: JSON as it is.
+    candidates = result["data"]["application/json"]
     assert names(candidates["models"]) == ["clf"]
     assert candidates["models"][0]["type"] == "LogisticRegression"
     assert candidates["models"][0]["methods"][:2] == ["predict", "predict_proba"]
@@ -168,9 +168,12 @@ def test_names_of_ipython_and_private_names_are_skipped(ipython):
     assert {"In", "Out", "exit", "quit", "get_ipython"}.isdisjoint(f.name for f in found.functions)
 
 
-def test_candidates_json_survives_quotes_and_unicode(ipython):
+def test_candidates_survive_quotes_and_unicode(ipython):
     ipython.run_cell('def f(sep="\'", label="é"):\n    """Splits on \'."""\n    return sep\n')
-    text = candidates_json()
-    assert "'" not in text and text.isascii()
-    assert ast.literal_eval(repr(text)) == text
-    assert json.loads(text)["functions"][0]["signature"] == "(sep=\"'\", label='é')"
+    # What a kernel sends for a user expression: its display formatter's bundle, then JSON on the wire.
+    bundle, _ = ipython.display_formatter.format(candidates())
+    wire = json.loads(json.dumps(bundle))
+    function = wire["application/json"]["functions"][0]
+    assert function["signature"] == "(sep=\"'\", label='é')"
+    assert function["doc"] == "Splits on '."
+    assert wire["text/plain"] == "<0 models, 1 functions, 0 samples>"

@@ -76,3 +76,78 @@ export function pollBuild(id: string, since: number): Promise<IBuildState> {
 export function cancelBuild(id: string): Promise<IBuildState> {
   return requestAPI(`build/${id}`, { method: 'DELETE' });
 }
+
+// ---- the model registry (docs: /mlship/registry endpoints, issue 8) ----
+
+/** One immutable version of a model in the registry. */
+export interface IRegistryVersion {
+  version: string;
+  pushed_at: string | number;
+  pushed_by: string;
+  notebook: string | null;
+  cell: number | string | null;
+  git_commit: string | null;
+  verified: boolean | null;
+  size_bytes: number;
+  sha256s: Record<string, string>;
+  created?: boolean; // on a push: false when identical bytes were already this version (nothing written)
+}
+
+export interface IAliasEvent {
+  version: string;
+  previous?: string | null;
+  time: string | number;
+  by: string;
+  action: 'promote' | 'rollback';
+}
+
+export interface IAliasState {
+  version: string | null;
+  history: IAliasEvent[]; // oldest first
+}
+
+/**
+ * The targets a rollback walks back through, as the registry computes them (AliasState.live_stack):
+ * a promote pushes its version, a rollback pops one.
+ */
+export function rollbackStack(history: IAliasEvent[]): string[] {
+  const stack: string[] = [];
+  for (const event of history) {
+    if (event.action === 'rollback' && stack.length) {
+      stack.pop();
+      if (!stack.length || stack[stack.length - 1] !== event.version) {
+        stack.push(event.version);
+      }
+    } else {
+      stack.push(event.version);
+    }
+  }
+  return stack;
+}
+
+export interface IRegistryModel {
+  name: string;
+  versions: IRegistryVersion[];
+  aliases: Record<string, IAliasState>;
+}
+
+export interface IRegistryListing {
+  registry: string;
+  models: IRegistryModel[];
+}
+
+export function listRegistry(notebook: string): Promise<IRegistryListing> {
+  return requestAPI(`registry?notebook=${encodeURIComponent(notebook)}`);
+}
+
+export function pushProject(project: string): Promise<IRegistryVersion> {
+  return requestAPI('registry/push', { method: 'POST', body: JSON.stringify({ project }) });
+}
+
+export function promoteVersion(name: string, version: string, alias: string): Promise<IAliasState> {
+  return requestAPI('registry/promote', { method: 'POST', body: JSON.stringify({ name, version, alias }) });
+}
+
+export function rollbackAlias(name: string, alias: string): Promise<IAliasState> {
+  return requestAPI('registry/rollback', { method: 'POST', body: JSON.stringify({ name, alias }) });
+}

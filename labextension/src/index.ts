@@ -44,7 +44,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     rendermime: IRenderMimeRegistry,
     palette: ICommandPalette | null
   ) => {
-    const panel = new ShipPanel({ docManager, rendermime });
+    const panel = new ShipPanel({ docManager, rendermime, shell: app.shell });
     app.shell.add(panel, 'left', { rank: 900 });
 
     // The panel follows the active notebook; a toolbar button pins it to its own notebook.

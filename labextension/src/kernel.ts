@@ -5,7 +5,8 @@
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
 export const EVENT_MIME = 'application/vnd.mlship.event+json';
-const CANDIDATES_EXPRESSION = '__import__("jupyter_mlship.inspect", fromlist=["_"]).candidates_json()';
+const CANDIDATES_EXPRESSION = '__import__("jupyter_mlship.inspect", fromlist=["_"]).candidates()';
+const JSON_MIME = 'application/json';
 
 export interface IModelCandidate {
   name: string;
@@ -77,28 +78,6 @@ export interface IRunOutcome {
 /** Thrown for conditions the user must fix first; `message` is the sentence to show. */
 export class KernelNotReady extends Error {}
 
-/**
- * Decode the text/plain repr of a Python str.
- *
- * candidates_json() makes its JSON ASCII with ' escaped, so the repr is '<json>' with doubled
- * backslashes; the general escapes are handled anyway in case a different kernel-side version answers.
- */
-export function decodePythonString(repr: string): string {
-  const quote = repr[0];
-  if ((quote !== "'" && quote !== '"') || repr[repr.length - 1] !== quote) {
-    throw new Error(`not a Python string: ${repr.slice(0, 80)}`);
-  }
-  const simple: Record<string, string> = { n: '\n', r: '\r', t: '\t', '\\': '\\', "'": "'", '"': '"' };
-  return repr
-    .slice(1, -1)
-    .replace(/\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)/g, (_, escape: string) => {
-      if (escape.length > 1) {
-        return String.fromCodePoint(parseInt(escape.slice(1), 16));
-      }
-      return simple[escape] ?? `\\${escape}`;
-    });
-}
-
 /** The error sentence of an IPython error message: UsageError carries the magic's own sentence. */
 function errorSentence(content: { ename: string; evalue: string }): string {
   if (content.ename === 'UsageError') {
@@ -144,7 +123,14 @@ export async function listCandidates(kernel: Kernel.IKernelConnection): Promise<
   if (answer.status !== 'ok') {
     throw new Error(errorSentence(answer));
   }
-  return JSON.parse(decodePythonString(answer.data['text/plain'])) as ICandidates;
+  // The kernel's display formatter sends the listing as an application/json bundle (docs/panel-protocol.md).
+  const listing = answer.data?.[JSON_MIME] as ICandidates | undefined;
+  if (!listing || !Array.isArray(listing.models) || !Array.isArray(listing.samples)) {
+    throw new Error(
+      "The kernel's jupyter-mlship answered the listing in an older form: upgrade it in the kernel's environment, then restart the kernel."
+    );
+  }
+  return { models: listing.models, functions: listing.functions ?? [], samples: listing.samples };
 }
 
 /** Load the magics without a trace in the notebook (the user may not have run %load_ext). */

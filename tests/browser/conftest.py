@@ -60,6 +60,7 @@ class Lab:
     token: str
     root: Path
     history: Path
+    registry: Path
     log: Path
 
     def lab_url(self, path: str = "") -> str:
@@ -107,6 +108,7 @@ def lab(tmp_path_factory) -> Lab:
         "JUPYTERLAB_SETTINGS_DIR": str(config / "lab" / "user-settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(config / "lab" / "workspaces"),
         "MLSHIP_HISTORY": str(history),
+        "MLSHIP_REGISTRY": str(base / "registry"),  # the server's registry handlers use this test's own
         # Package caches stay shared: a clean environment for verify should not re-download everything.
         "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(real_home / ".cache")),
         "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(real_home / ".cache" / "uv")),
@@ -130,7 +132,7 @@ def lab(tmp_path_factory) -> Lab:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_status(url, token, process, log)
-        yield Lab(url=url, token=token, root=root, history=history, log=log)
+        yield Lab(url=url, token=token, root=root, history=history, registry=base / "registry", log=log)
     finally:
         _stop(process)
         print(f"\njupyter lab log: {log}")
