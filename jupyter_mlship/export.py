@@ -34,7 +34,7 @@ from .spec import (
     validate_name,
 )
 
-SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "prometheus_client", "numpy")
+SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "prometheus_client", "numpy", "pyarrow", "fsspec")
 FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
                   "torch-state-dict": "torch", "torch-pickle": "torch", "npy": "numpy"}
 LARGE_ARTIFACT_BYTES = 100 * 1024 * 1024
@@ -55,6 +55,8 @@ class ShipOptions:
     build: bool = False
     allow_secrets: bool = False
     notebook: str | None = None
+    log_exclude: str | None = None  # monitoring: "a,b:hash" (capture/reference.py)
+    guard: str | None = None  # monitoring: "flag" | "reject"
 
 
 class Reporter(Protocol):
@@ -132,6 +134,7 @@ def _entry_for(options: ShipOptions, user_ns: dict[str, Any],
 def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory) -> Captured:
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
     from .capture.environment import capture_requirements, python_version, test_requirements
+    from .capture.reference import build_reference, monitoring_options
     from .capture.schema import infer_input_schema, infer_output_schema, make_golden
     from .capture.secrets import scan_for_secrets
 
@@ -163,6 +166,12 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
         input_schema = infer_input_schema(sample, reference, accepts_missing)
         output_schema = infer_output_schema(result, _rows(sample))
         golden = make_golden(sample, result, input_schema, output_schema)
+        # Monitoring (issue 10): service options, and the training data's profile for drift and the guard.
+        monitoring = monitoring_options(options.log_exclude, options.guard, None, input_schema)
+        reference_profile = build_reference(
+            sample, reference, input_schema, output_schema, golden.predictions,
+            lambda rows: convert.outputs_to_json(_call(entry, rows), output_schema.model_dump(), _rows(rows)),
+            warnings)
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
     try:
@@ -263,6 +272,8 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             golden=golden,
             warnings=warnings,
             secrets_allowed=findings,
+            monitoring=monitoring,
+            reference=reference_profile,
         )
         return Captured(spec=spec, staging=staging, findings=findings)
     except BaseException:
