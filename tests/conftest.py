@@ -35,8 +35,8 @@ def ipython(tmp_path, monkeypatch):
 def serve():
     started: list[Service] = []
 
-    def start(project: Path) -> Service:
-        service = Service(project)
+    def start(project: Path, env: dict[str, str] | None = None) -> Service:
+        service = Service(project, env)
         started.append(service)
         return service
 
