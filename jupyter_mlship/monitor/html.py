@@ -100,6 +100,7 @@ def _feature_section(go, d: FeatureDrift) -> str:
         trend = go.Figure(go.Scatter(x=list(d.by_day), y=list(d.by_day.values()), mode="lines+markers"))
         trend.add_hline(y=PSI_ALERT, line_dash="dash", line_color="#b00020")
         trend.update_layout(height=200, margin=dict(l=40, r=20, t=30, b=30), title=f"{d.feature}: PSI by day")
+        trend.update_xaxes(type="category")
         parts.append(_figure(trend, f"trend-{_slug(d.feature)}"))
     parts.append("</div>")
     return "".join(parts)
@@ -134,6 +135,7 @@ def _trend_figures(go, report: MonitorReport) -> str:
             figure.add_scatter(x=days, y=[r.metrics.get(metric) for r in rows], name=f"v{version} {metric}",
                                row=1, col=3)
     figure.update_layout(height=320, margin=dict(l=40, r=20, t=40, b=40))
+    figure.update_xaxes(type="category")  # one point per day, not a time axis with made-up hours
     return _figure(figure, "versions-trend")
 
 
