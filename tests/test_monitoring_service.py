@@ -240,3 +240,13 @@ def test_html_report_shows_the_shifted_features_first_in_chromium(drifted, proje
     assert set(order[:2]) == {"a", "b"} and set(order[2:4]) == {"c", "d"}, order
     assert order[-1] == "(prediction)"
     assert plotted == len(order)  # every feature has its distribution chart
+
+
+def test_the_grafana_dashboard_only_asks_for_metrics_the_service_exports(drifted, project):
+    import re
+
+    dashboard = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\b(mlship_[a-z_]+)", target["expr"])}
+    exported = set(re.findall(r"^(mlship_[a-z_]+)", drifted["after"], re.MULTILINE))
+    assert len(asked) >= 10 and asked <= exported, asked - exported

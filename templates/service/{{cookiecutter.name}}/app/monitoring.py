@@ -328,6 +328,7 @@ class Monitor:
         self.requests_flagged = 0
         self.requests_rejected = 0
         self.log: InferenceLog | None = None
+        self.log_error = ""
 
     # start-up and shut-down (the lifespan)
     def start(self, ship: dict, project_dir: str, env: dict | None = None) -> None:
@@ -336,7 +337,9 @@ class Monitor:
         self.name, self.version = ship["name"], ship["version"]
         self.input_schema, self.output_schema = ship["input"], ship["output"]
         path = os.path.join(project_dir, "model", "reference.json")
-        self.reference = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                self.reference = json.load(handle)
         self.guard_mode = env.get("MLSHIP_GUARD") or options.get("guard") or "flag"
         if self.guard_mode not in ("flag", "reject"):
             raise ValueError(f"MLSHIP_GUARD: {self.guard_mode!r} is not 'flag' or 'reject'")
@@ -348,20 +351,27 @@ class Monitor:
         self.prediction_window = deque(maxlen=self.window_size)
         target = env.get("MLSHIP_LOG_DIR") or os.path.join(project_dir, "logs")
         if target.lower() != "off":
-            self.log = InferenceLog(
-                target,
-                feature_columns={n: k for n, k in kinds.items() if n not in self.exclude},
-                hashed=self.hash,
-                excluded=self.exclude,
-                flush_s=float(env.get("MLSHIP_LOG_FLUSH_S") or 2),
-                queue_rows=int(env.get("MLSHIP_LOG_QUEUE_ROWS") or 100_000),
-                rotate_rows=int(env.get("MLSHIP_LOG_ROTATE_ROWS") or 100_000),
-                rotate_bytes=int(float(env.get("MLSHIP_LOG_ROTATE_MB") or 16) * 2**20),
-                rotate_s=float(env.get("MLSHIP_LOG_ROTATE_S") or 600),
-                storage_options=json.loads(env.get("MLSHIP_LOG_STORAGE_OPTIONS") or "{}"),
-            )
-            self.log.start()
+            try:
+                self._start_log(target, kinds, env)
+            except Exception as exc:  # a log that cannot be opened must not take predictions down with it
+                self.log, self.log_error = None, f"MLSHIP_LOG_DIR {target}: {type(exc).__name__}: {exc}"
+                log.error("the inference log is off: %s", self.log_error)
         self.enabled = True
+
+    def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
+        self.log = InferenceLog(
+            target,
+            feature_columns={n: k for n, k in kinds.items() if n not in self.exclude},
+            hashed=self.hash,
+            excluded=self.exclude,
+            flush_s=float(env.get("MLSHIP_LOG_FLUSH_S") or 2),
+            queue_rows=int(env.get("MLSHIP_LOG_QUEUE_ROWS") or 100_000),
+            rotate_rows=int(env.get("MLSHIP_LOG_ROTATE_ROWS") or 100_000),
+            rotate_bytes=int(float(env.get("MLSHIP_LOG_ROTATE_MB") or 16) * 2**20),
+            rotate_s=float(env.get("MLSHIP_LOG_ROTATE_S") or 600),
+            storage_options=json.loads(env.get("MLSHIP_LOG_STORAGE_OPTIONS") or "{}"),
+        )
+        self.log.start()
 
     def stop(self) -> None:
         if self.log is not None:
@@ -435,8 +445,11 @@ class Monitor:
             "prediction": drift(prediction_profile, predictions) if prediction_profile else None,
             "guard": {"mode": self.guard_mode, "requests_flagged": flagged, "requests_rejected": rejected,
                       "features": guard_features},
-            "log": self.log.status() if self.log is not None else None,
+            "log": self.log.status() if self.log is not None else {"error": self.log_error or "off"},
         }
+
+    def describe(self) -> list:
+        return []  # metric names vary with the features: nothing to check at registration
 
     def collect(self) -> Any:
         """Prometheus metrics, computed at scrape time (register the Monitor with a CollectorRegistry)."""
@@ -473,7 +486,7 @@ class Monitor:
         requests.add_metric(["flagged"], report["guard"]["requests_flagged"])
         requests.add_metric(["rejected"], report["guard"]["requests_rejected"])
         yield requests
-        if report["log"] is not None:
+        if self.log is not None:
             status = report["log"]
             for metric, help_text, key in (
                 ("mlship_log_rows_written", "Rows written to the inference log.", "rows_written"),
@@ -567,23 +580,25 @@ class InferenceLog:
         self.hash_salt = os.environ.get("MLSHIP_LOG_HASH_SALT", "")  # set it: unsalted hashes of few values are guessable
 
     # producers (request threads): O(1), never blocking on I/O
-    def _put(self, table: str, rows: list) -> int:
+    def _put(self, table: str, rows: list, count: int) -> int:
+        """Queue ``rows`` (``count`` log rows); when the queue is full drop them and count the loss."""
         with self.lock:
-            if self.queued_rows + len(rows) > self.queue_rows:
-                self.dropped[table] += len(rows)
-                return len(rows)
-            self.queued.append((table, rows))
-            self.queued_rows += len(rows)
+            if self.queued_rows + count > self.queue_rows:
+                self.dropped[table] += count
+                return count
+            self.queued.append((table, rows, count))
+            self.queued_rows += count
         return 0
 
     def put_predictions(self, rid: str, name: str, version: str, checked: Checked, predictions: list,
                         seconds: float) -> int:
         now = time.time()
-        return self._put("predictions", [(rid, now, name, version, seconds, checked, predictions)])
+        return self._put("predictions", [(rid, now, name, version, seconds, checked, predictions)],
+                         len(checked.instances))
 
     def put_outcomes(self, name: str, version: str, items: list[tuple[str, Any]]) -> int:
         now = time.time()
-        return self._put("outcomes", [(rid, now, name, version, outcome) for rid, outcome in items])
+        return self._put("outcomes", [(rid, now, name, version, outcome) for rid, outcome in items], len(items))
 
     def status(self) -> dict:
         with self.lock:
@@ -621,8 +636,14 @@ class InferenceLog:
     def flush(self) -> None:
         with self.lock:
             items, self.queued, self.queued_rows = self.queued, [], 0
-        for table, rows in items:
+        for table, rows, _ in items:
             self.streams[table].pending.extend(rows)
+        for stream in self.streams.values():  # storage failing for long: keep memory bounded, count the loss
+            excess = len(stream.pending) - self.queue_rows
+            if excess > 0:
+                del stream.pending[:excess]
+                with self.lock:
+                    self.dropped[stream.table] += excess
         for stream in self.streams.values():
             self._flush_stream(stream)
 
