@@ -3,7 +3,8 @@
 At start-up (the lifespan) it reads ship.json once, imports app.features (which loads the model from
 model/), and runs the golden self-check: the notebook's sample must give the notebook's predictions.
 Only then does /readyz answer 200. A request is validated (app.schema), converted back to the sample's
-type (app.convert) and handed to the entry function; nothing else happens per request.
+type (app.convert) and handed to the entry function; app.monitoring checks it against the training data
+before and queues it for the inference log after (off the request path).
 """
 
 from __future__ import annotations
