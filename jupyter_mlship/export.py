@@ -171,7 +171,7 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
         reference_profile = build_reference(
             sample, reference, input_schema, output_schema, golden.predictions,
             lambda rows: convert.outputs_to_json(_call(entry, rows), output_schema.model_dump(), _rows(rows)),
-            warnings)
+            warnings, monitoring.guard, golden.instances)
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
     try:

@@ -52,3 +52,13 @@ def test_an_unknown_log_exclude_field_is_refused_by_name(ipython):
     result = run_cell(ipython, "%%ship demo --sample X.head(5) --out out --no-verify --log-exclude email" + ENTRY)
     assert not result.success
     assert "--log-exclude: `email` is not a field of the request (a, b, c, d)" in str(result.error_in_exec)
+
+
+def test_guard_reject_refuses_a_sample_it_would_itself_refuse(ipython):
+    ok_cell(ipython, TRAIN)
+    result = run_cell(ipython, "%%ship demo --sample X.head(500) --reference X.head(100) --out out --no-verify "
+                               "--guard reject" + ENTRY)
+    assert not result.success
+    message = str(result.error_in_exec)
+    assert message.startswith("--guard reject would refuse the sample itself (instances[")
+    assert "is outside the training range" in message and "use --guard flag" in message

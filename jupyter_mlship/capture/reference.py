@@ -50,9 +50,34 @@ def reference_profile(data: Any, input_schema: InputSchema, predictions: list | 
 
 def build_reference(sample: Any, reference: Any, input_schema: InputSchema, output_schema: OutputSchema,
                     sample_predictions: list, predict: Callable[[Any], list],
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], guard: str = "flag", golden_instances: list | None = None) -> dict:
     """The profile from --reference (predictions of the entry function on a seeded subsample of it), else
-    from the sample with a warning in the review."""
+    from the sample with a warning in the review. With ``guard`` "reject", a sample the guard would refuse
+    is an error: the service's own golden test would be answered 422."""
+    profile = _profile(sample, reference, input_schema, output_schema, sample_predictions, predict, warnings)
+    if guard == "reject" and golden_instances:
+        refused = guard_violations(profile, golden_instances, input_schema)
+        if refused:
+            raise ValueError(f"--guard reject would refuse the sample itself ({refused[0]}); pass a --reference "
+                             "that covers the sample, or use --guard flag")
+    return profile
+
+
+def guard_violations(profile: dict, instances: list, input_schema: InputSchema) -> list[str]:
+    """The skew guard's messages for these instances against this profile (the service's own check)."""
+    monitoring = runtime_module("monitoring")
+    schema = input_schema.model_dump()
+    messages = []
+    for name, values in monitoring.instance_features(instances, schema).items():
+        feature = profile["features"].get(name)
+        if feature:
+            messages += [f"{monitoring.feature_path(schema, index, name)}: {message}"
+                         for index, _, message in monitoring.guard_feature(name, feature, values)]
+    return messages
+
+
+def _profile(sample: Any, reference: Any, input_schema: InputSchema, output_schema: OutputSchema,
+             sample_predictions: list, predict: Callable[[Any], list], warnings: list[str]) -> dict:
     if reference is not None:
         try:
             rows = subsample(reference, MAX_PREDICTION_ROWS)

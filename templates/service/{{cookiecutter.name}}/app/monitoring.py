@@ -387,7 +387,7 @@ class Monitor:
             profile = (self.reference.get("features") or {}).get(name)
             if not profile:
                 continue
-            for index, problem, message in _guard_feature(name, profile, values):
+            for index, problem, message in guard_feature(name, profile, values):
                 flags[index].append(f"{name}:{problem}")
                 violations.append(f"{feature_path(self.input_schema, index, name)}: {message}")
                 with self.lock:
@@ -504,7 +504,7 @@ class Monitor:
             yield queued
 
 
-def _guard_feature(name: str, profile: dict, values: list) -> list[tuple[int, str, str]]:
+def guard_feature(name: str, profile: dict, values: list) -> list[tuple[int, str, str]]:
     """(instance index, problem, message) for values the training data never had."""
     found = []
     null_ok = profile.get("null_rate", 0.0) > 0
