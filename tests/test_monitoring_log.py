@@ -4,6 +4,7 @@ counts, files rotate, every file on disk is complete, and stop() writes everythi
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 
 from jupyter_mlship.runtime import runtime_module
 
@@ -49,3 +50,47 @@ def test_files_rotate_by_rows_and_each_flush_leaves_complete_files_only(tmp_path
     assert not list(tmp_path.rglob("*.tmp"))  # temporary names were all renamed into place
     table = pq.read_table(tmp_path / "predictions")
     assert table.num_rows == 70 and table.column("feature.a").type == "double"
+
+
+def test_text_and_wide_arrays_are_profiled_by_length_and_norm():
+    import numpy as np
+
+    from jupyter_mlship.capture.reference import reference_profile
+    from jupyter_mlship.capture.schema import infer_input_schema
+
+    texts = ["short", "a bit longer", None, "the longest text of them all"]
+    profile = reference_profile(texts, infer_input_schema(texts))
+    assert list(profile["features"]) == ["length"]
+    assert profile["features"]["length"]["null_rate"] == 0.25 and profile["features"]["length"]["max"] == 28
+    pixels = np.random.default_rng(0).random((200, 64))
+    profile = reference_profile(pixels, infer_input_schema(pixels))
+    assert list(profile["features"]) == ["l2_norm", "mean"]  # 64 positions are summarised, not watched one by one
+    assert profile["features"]["mean"]["min"] == pytest.approx(pixels.mean(axis=1).min())
+    narrow = pixels[:, :3]
+    assert list(reference_profile(narrow, infer_input_schema(narrow))["features"]) == ["x0", "x1", "x2"]
+
+
+def test_mlship_monitor_reads_a_log_since_a_time_and_names_a_missing_log(tmp_path):
+    import datetime as dt
+
+    from jupyter_mlship.monitor.report import MonitorError, build_report, parse_since
+    from support.notebooks import mlship
+
+    log = writer(tmp_path / "logs")
+    log.start()
+    log.put_predictions("r1", "demo", "2", checked(3), [1, 0, 1], 0.004)
+    log.put_outcomes("demo", "2", [("r1", [1, 1, 1])])  # one outcome per instance
+    log.stop()
+    report = build_report(str(tmp_path / "logs"))
+    (row,) = report.rows
+    assert (row.version, row.instances, row.labelled) == ("2", 3, 3)
+    assert row.metrics["accuracy"] == pytest.approx(2 / 3)
+    assert build_report(str(tmp_path / "logs"), since="1h").predictions == 3
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    assert build_report(str(tmp_path / "logs"), since=later.isoformat()).predictions == 0
+    assert parse_since("7d", now=dt.datetime(2026, 11, 8, tzinfo=dt.timezone.utc)).day == 1
+    with pytest.raises(MonitorError, match="--since 'yesterday'"):
+        parse_since("yesterday")
+    result = mlship("monitor", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "no inference log here (no predictions/date=*/*.parquet files)" in result.stderr

@@ -113,9 +113,12 @@ class LogReader:
         if not self.files["predictions"]:
             raise MonitorError(f"{url}: no inference log here (no predictions/date=*/*.parquet files)")
 
-    def source(self, table: str) -> str:
+    def source(self, table: str, first_day: str | None = None) -> str:
         """A read_parquet() over the table's files (explicit paths: no second listing by DuckDB)."""
-        paths = [f"{self.protocol}://{p}" if self.protocol else p for p in self.files[table]]
+        paths = [f"{self.protocol}://{p}" if self.protocol else p for p in self.files[table]
+                 if first_day is None or _day_of(p) >= first_day]
+        if not paths:  # an empty list is not a valid read_parquet(): an empty table of the same shape
+            return f"(SELECT * FROM {self.source(table)} WHERE false)"
         listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
         return f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
 
@@ -126,6 +129,11 @@ class LogReader:
         return [row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {self.source(table)}").fetchall()]
 
 
+def _day_of(path: str) -> str:
+    match = re.search(r"/date=(\d{4}-\d{2}-\d{2})/", path)
+    return match.group(1) if match else ""
+
+
 # --- the report -------------------------------------------------------------------------------------------
 
 
@@ -134,9 +142,11 @@ def build_report(url: str, project: Path | None = None, since: str | None = None
     ship, reference = _project(project)
     reader = LogReader(url, storage_options)
     moment = parse_since(since)
-    where, params = ("WHERE ts >= ?", [moment]) if moment else ("", [])
-    predictions = reader.source("predictions")
-    reader.con.execute(f"CREATE TEMP VIEW p AS SELECT * FROM {predictions} {where}", params)
+    # Files of earlier days are not even opened (their date= folder says so); the rest filter on ts.
+    first_day = moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d") if moment else None
+    where = f"WHERE ts >= TIMESTAMPTZ '{moment.isoformat()}'" if moment else ""
+    predictions = reader.source("predictions", first_day)
+    reader.con.execute(f"CREATE TEMP VIEW p AS SELECT * FROM {predictions} {where}")
     if reader.files["outcomes"]:
         # The latest outcome per request wins (a correction replaces an earlier report).
         reader.con.execute(
