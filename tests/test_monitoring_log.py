@@ -1,4 +1,4 @@
-"""The inference log writer in-process (the service's own app/monitoring.py): a full queue drops and
+"""The inference log writer in-process (the service's own app/inference_log.py): a full queue drops and
 counts, files rotate, every file on disk is complete, and stop() writes everything queued."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 from jupyter_mlship.runtime import runtime_module
 
 monitoring = runtime_module("monitoring")
+inference_log = runtime_module("inference_log")
 SCHEMA = {"kind": "dataframe", "columns": [{"name": "a", "dtype": "float64", "json_type": "number"},
                                            {"name": "d", "dtype": "object", "json_type": "string"}]}
 
@@ -20,9 +21,10 @@ def checked(n: int):
 
 def writer(root, **options):
     settings = dict(feature_columns={"a": "numeric", "d": "categorical"}, hashed=set(), excluded=set(),
+                    category_key=monitoring.category_key,
                     flush_s=3600, queue_rows=1000, rotate_rows=100_000, rotate_bytes=2**30, rotate_s=3600)
     settings.update(options)
-    return monitoring.InferenceLog(str(root), **settings)
+    return inference_log.InferenceLog(str(root), **settings)
 
 
 def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
