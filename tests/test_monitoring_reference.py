@@ -62,3 +62,14 @@ def test_guard_reject_refuses_a_sample_it_would_itself_refuse(ipython):
     message = str(result.error_in_exec)
     assert message.startswith("--guard reject would refuse the sample itself (instances[")
     assert "is outside the training range" in message and "use --guard flag" in message
+
+
+def test_a_training_frame_with_the_target_column_is_read_as_requests_are(ipython, tmp_path):
+    ok_cell(ipython, TRAIN)
+    ok_cell(ipython, "Xy = X.assign(y=y)")
+    ok_cell(ipython, "%%ship demo --sample X.head(20) --reference Xy --out out --no-verify" + ENTRY)
+    reference = json.loads((tmp_path / "out" / "demo" / "model" / "reference.json").read_text())
+    assert list(reference["features"]) == ["a", "b", "c", "d"]  # the target is not a request field
+    assert (reference["source"], reference["prediction_source"]) == ("reference", "reference")
+    labels = ipython.user_ns["model"].predict(ipython.user_ns["X"][["a", "b", "c"]])
+    assert reference["prediction"]["categories"]["1"] == pytest.approx(labels.mean(), abs=0.03)

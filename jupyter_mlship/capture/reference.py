@@ -42,10 +42,22 @@ def reference_profile(data: Any, input_schema: InputSchema, predictions: list | 
         entry["dtype"] = dtypes.get(name, input_schema.dtype or "")
         profile["features"][name] = entry
     if predictions is not None and output_schema is not None:
-        kind, values = monitoring.prediction_values(predictions, output_schema.model_dump())
-        if kind != "other":
-            profile["prediction"] = monitoring.profile_values(kind, values)
+        profile["prediction"] = _prediction_profile(predictions, output_schema)
     return profile
+
+
+def _prediction_profile(predictions: list, output_schema: OutputSchema) -> dict | None:
+    kind, values = runtime_module("monitoring").prediction_values(predictions, output_schema.model_dump())
+    return None if kind == "other" else runtime_module("monitoring").profile_values(kind, values)
+
+
+def _predict_like_the_service(reference: Any, input_schema: InputSchema, predict: Callable[[Any], list]) -> list:
+    """The entry function on a seeded subsample of the reference, passed through JSON as a request is
+    (so extra columns such as the target are dropped and dtypes are the service's)."""
+    from .schema import sample_to_instances
+
+    instances = sample_to_instances(subsample(reference, MAX_PREDICTION_ROWS), input_schema)
+    return predict(runtime_module("convert").instances_to_sample(instances, input_schema.model_dump()))
 
 
 def build_reference(sample: Any, reference: Any, input_schema: InputSchema, output_schema: OutputSchema,
@@ -80,11 +92,20 @@ def _profile(sample: Any, reference: Any, input_schema: InputSchema, output_sche
              sample_predictions: list, predict: Callable[[Any], list], warnings: list[str]) -> dict:
     if reference is not None:
         try:
-            rows = subsample(reference, MAX_PREDICTION_ROWS)
-            return reference_profile(reference, input_schema, predict(rows), output_schema, "reference")
+            profile = reference_profile(reference, input_schema, source="reference")
         except Exception as exc:  # a reference the service's schema cannot read: say so, fall back
             warnings.append(f"--reference could not be profiled ({type(exc).__name__}: {exc}); drift is "
                             "measured against the sample instead")
+        else:
+            predictions, source = sample_predictions, "sample"
+            try:
+                predictions, source = _predict_like_the_service(reference, input_schema, predict), "reference"
+            except Exception as exc:
+                warnings.append(f"the entry function failed on --reference ({type(exc).__name__}: {exc}); "
+                                "prediction drift is measured against the sample's predictions")
+            profile["prediction"] = _prediction_profile(predictions, output_schema)
+            profile["prediction_source"] = source
+            return profile
     else:
         warnings.append(
             f"no --reference given: drift and the skew guard compare requests with the sample ({_rows(sample)} "
