@@ -264,6 +264,25 @@ def _build_ref(build_main):
     return run
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    import json
+
+    from .monitor import MonitorError, build_report, terminal_table
+
+    try:
+        options = json.loads(args.storage_options) if args.storage_options else None
+        report = build_report(args.logs, Path(args.project) if args.project else None, args.since, options)
+    except (MonitorError, json.JSONDecodeError) as exc:
+        print(f"mlship monitor: {exc}", file=sys.stderr)
+        return 2
+    print(terminal_table(report))
+    if args.html:
+        from .monitor.html import write_html
+
+        print(f"report: {write_html(report, Path(args.html))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlship", description="Ship a notebook's model as a tested service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
+    monitor = sub.add_parser("monitor", help="Read a service's inference log (a folder or fsspec URL): volume, "
+                             "latency, outcome metrics, drift; optionally an HTML report.")
+    monitor.add_argument("logs", metavar="LOG_DIR_OR_URL")
+    monitor.add_argument("--project", metavar="P", help="The service project (ship.json, model/reference.json): "
+                         "the task's metric and drift against the training data.")
+    monitor.add_argument("--since", metavar="WHEN", help="Only predictions since a date, a date-time, or a span (36h, 7d).")
+    monitor.add_argument("--html", metavar="FILE", help="Also write a self-contained HTML report.")
+    monitor.add_argument("--storage-options", metavar="JSON", help="fsspec options for the log's URL, as JSON.")
+    monitor.set_defaults(func=_monitor)
     try:
         from .build import add_build_parser, build_main
     except ImportError:

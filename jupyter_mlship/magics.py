@@ -165,7 +165,14 @@ class ShipMagics(Magics):
     @argument("--entry", metavar="FUNC", help="%%ship: the entry function, when the cell defines several or none.")
     @argument("--model", metavar="VAR", help="%ship: the model variable; the entry is VAR.<method>.")
     @argument("--method", default="predict", metavar="METHOD", help="%ship: method called on --model (default: predict).")
-    @argument("--reference", metavar="EXPR", help="Wider data (e.g. the training frame) to learn which fields may be null.")
+    @argument("--reference", metavar="EXPR", help="The training data (e.g. X_train): which fields may be null, and "
+              "the profile that drift and the skew guard compare requests with (default: the sample).")
+    @argument("--log-exclude", metavar="COLS",
+              help="Monitoring: request fields kept out of the inference log, comma-separated; NAME:hash logs a "
+                   "salted hash instead (e.g. --log-exclude email,user_id:hash).")
+    @argument("--guard", choices=("flag", "reject"),
+              help="Monitoring: values outside the training data are counted and flagged (default), or the "
+                   "request is refused with 422 (reject).")
     @argument("--dry-run", action="store_true", help="Show the review; write nothing.")
     @argument("--no-verify", action="store_true", help="Skip running the project's tests in a clean environment.")
     @argument("--build", action="store_true", help="Build the container image after a verified export.")
@@ -218,7 +225,8 @@ class ShipMagics(Magics):
         common = dict(name=_unquote(args.name), sample_expr=_unquote(args.sample), out=out,
                       version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
                       build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook(),
-                      push=args.push, registry=_unquote(args.registry))
+                      push=args.push, registry=_unquote(args.registry),
+                      log_exclude=_unquote(args.log_exclude), guard=args.guard)  # monitoring (issue 10)
         if cell is None:
             if not args.model:
                 raise UsageError("%ship needs --model VAR (or use %%ship with the entry function in the cell)")

@@ -27,3 +27,5 @@ class ShipOptions:
     notebook: str | None = None
     push: bool = False  # publish the verified export to the model registry
     registry: str | None = None  # registry URI; None: $MLSHIP_REGISTRY, else the default folder
+    log_exclude: str | None = None  # monitoring: columns left out of (or hashed in) the inference log, "a,b:hash"
+    guard: str | None = None  # monitoring: "flag" (count) or "reject" (422) out-of-training values

@@ -84,6 +84,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["kind", "returned", "JSON type", "width"],
         [[_escape(out.kind), _code(out.container), _escape(out.json_type), str(out.width or "")]],
     ))
+    if spec.reference is not None:  # monitoring (issue 10)
+        sections.append(_reference_section(spec))
     sections.append(("Warnings", ["warning"], [[_escape(w)] for w in spec.warnings]))
     sections.append((
         "Secrets found",
@@ -100,6 +102,31 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ]]
     sections.append(("Verification (tests in a clean environment)", ["result", "passed", "failed", "time"], verify_rows))
     return sections
+
+
+def _reference_section(spec: ShipSpec) -> tuple[str, list[str], list[list[str]]]:
+    """model/reference.json in a few columns: what drift and the skew guard will compare requests with."""
+    reference = spec.reference or {}
+    rows = []
+    watched = list((reference.get("features") or {}).items())
+    if reference.get("prediction"):
+        watched.append(("(prediction)", reference["prediction"]))
+    for name, profile in watched:
+        if profile.get("kind") == "numeric" and "min" in profile:
+            summary = f"{profile['min']:.4g} … {profile['max']:.4g}, {len(profile['fractions'])} bins"
+        elif profile.get("kind") == "categorical" and "categories" in profile:
+            top = ", ".join(f"{k} {v:.0%}" for k, v in list(profile["categories"].items())[:3])
+            summary = f"{profile['distinct']} values: {top}" + (", …" if profile["distinct"] > 3 else "")
+        else:
+            summary = "null rate only"
+        logged = ("not logged" if name in spec.monitoring.log_exclude
+                  else "hashed" if name in spec.monitoring.log_hash else "")
+        rows.append([f"`{name}`", profile.get("kind", ""), f"{profile.get('null_rate', 0):.1%}",
+                     _escape(summary), logged])
+    source = reference.get("source", "")
+    title = (f"Reference profile (model/reference.json, from the {source}: {reference.get('rows')} rows; "
+             f"guard: {spec.monitoring.guard})")
+    return title, ["feature", "kind", "null rate", "range / top values", "inference log"], rows
 
 
 def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:

@@ -115,6 +115,15 @@ class SecretFinding(SpecModel):
     name: str | None = None  # the captured name it belongs to, where known
 
 
+class MonitoringSpec(SpecModel):
+    """How the service watches its data (issue 10); the reference profile itself is model/reference.json."""
+
+    log_exclude: list[str] = Field(default_factory=list)  # input fields never written to the inference log
+    log_hash: list[str] = Field(default_factory=list)  # input fields written as a salted sha256 prefix
+    guard: Literal["flag", "reject"] = "flag"  # values outside the training data: count, or refuse (422)
+    window: int = Field(default=1000, ge=10)  # recent instances per feature that drift is measured on
+
+
 class Source(SpecModel):
     notebook: str | None = None
     kernel_python: str  # e.g. "3.11.7"
@@ -152,14 +161,22 @@ class ShipSpec(SpecModel):
     warnings: list[str] = Field(default_factory=list)
     secrets_allowed: list[SecretFinding] = Field(default_factory=list)  # findings the user overrode
     registry: RegistryInfo | None = None  # set when the project is pushed to a model registry
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    # The reference profile (capture/reference.py): render writes it to model/reference.json, and ship.json
+    # leaves it out so that it lives in one file; read() puts it back from the project beside ship.json.
+    reference: dict[str, Any] | None = None
 
     def write(self, path: Path) -> None:
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        path.write_text(self.model_dump_json(indent=2, exclude={"reference"}) + "\n", encoding="utf-8")
 
     @classmethod
     def read(cls, path: Path) -> "ShipSpec":
         try:
-            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+            spec = cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+            reference = Path(path).parent / "model" / "reference.json"
+            if reference.is_file():
+                spec.reference = json.loads(reference.read_text(encoding="utf-8"))
+            return spec
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable ship.json: {exc}") from exc
 

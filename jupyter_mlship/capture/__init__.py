@@ -20,10 +20,11 @@ from .. import __version__
 from ..errors import ShipError
 from ..options import ShipOptions
 from ..runtime import runtime_module
-from ..spec import ArtifactSpec, CapturedName, Entry, SecretFinding, ShipSpec, Source, validate_name
+from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_name
 from .artifacts import choose_format
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .environment import distributions_for_modules, python_version, service_modules, test_requirements
+from .reference import build_reference, monitoring_options
 from .rehearsal import rehearse
 from .schema import infer_input_schema, infer_output_schema, make_golden
 from .secrets import find_secrets, refuse_unless_allowed
@@ -73,6 +74,7 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     run = _run_entry(options, user_ns, CodeWalker(user_ns, history))
     warnings: list[str] = []
     input_schema, output_schema, golden = _schemas(run)
+    monitoring, reference_profile = _monitoring(options, run, input_schema, output_schema, golden, warnings)
     _check_determinism(run, output_schema, golden, warnings)
     warnings += [f"`{name}` is used by the captured code but not defined in the notebook" for name in run.code.unresolved]
 
@@ -115,6 +117,8 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
             golden=golden,
             warnings=warnings,
             secrets_allowed=findings,
+            monitoring=monitoring,
+            reference=reference_profile,
         )
         return Captured(spec=spec, staging=staging, findings=findings)
     except BaseException:
@@ -185,6 +189,23 @@ def _schemas(run: _Run) -> tuple[Any, Any, Any]:
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
     return input_schema, output_schema, golden
+
+
+def _monitoring(options: ShipOptions, run: _Run, input_schema: Any, output_schema: Any, golden: Any,
+                warnings: list[str]) -> tuple[MonitoringSpec, dict]:
+    """The service's monitoring options, and the training data's profile for drift and the skew guard."""
+    convert = runtime_module("convert")
+
+    def predict(rows: Any) -> list:
+        return convert.outputs_to_json(call_on_copy(run.call, rows), output_schema.model_dump(), _rows(rows))
+
+    try:
+        monitoring = monitoring_options(options.log_exclude, options.guard, None, input_schema)
+        profile = build_reference(run.sample, run.reference, input_schema, output_schema, golden.predictions,
+                                  predict, warnings, monitoring.guard, golden.instances)
+    except ValueError as exc:
+        raise ShipError(str(exc)) from exc
+    return monitoring, profile
 
 
 def _check_determinism(run: _Run, output_schema: Any, golden: Any, warnings: list[str]) -> None:

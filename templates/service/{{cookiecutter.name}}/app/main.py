@@ -3,7 +3,8 @@
 At start-up (the lifespan) it reads ship.json once, imports app.features (which loads the model from
 model/), and runs the golden self-check: the notebook's sample must give the notebook's predictions.
 Only then does /readyz answer 200. A request is validated (app.schema), converted back to the sample's
-type (app.convert) and handed to the entry function; nothing else happens per request.
+type (app.convert) and handed to the entry function; app.monitoring checks it against the training data
+before and queues it for the inference log after (off the request path).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from prometheus_client import (
 
 from app.convert import compare_predictions, outputs_to_json, sample_converter
 from app.schema import PredictRequest, PredictResponse, instances_as_json
+from app import monitoring_routes  # data monitoring (issue 10): log, drift, guard, /feedback, /monitoring
+from app.monitoring import MONITOR, RequestIdMiddleware, request_id
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHIP_FILE = PROJECT_DIR / "ship.json"
@@ -126,7 +129,9 @@ async def lifespan(app: FastAPI):
     ship = json.loads(SHIP_FILE.read_text(encoding="utf-8"))
     app.title, app.version = ship["name"], ship["version"]  # shown in /docs and /openapi.json
     load_service(ship)
+    MONITOR.start(ship, str(PROJECT_DIR))  # monitoring: reference, drift window, inference log writer
     yield
+    MONITOR.stop()  # monitoring: SIGTERM lands here; everything queued is written before exit
 
 
 # --- middleware: body size limit and request metrics (plain ASGI: cheap, sees every request) --------------
@@ -212,7 +217,10 @@ app = FastAPI(
     lifespan=lifespan,
 )
 app.add_middleware(BodySizeLimit)
+app.add_middleware(RequestIdMiddleware)  # monitoring: X-Request-ID in (or new) and out, on every response
 app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s from the limit
+app.include_router(monitoring_routes.router)  # monitoring: POST /feedback, GET /monitoring
+REGISTRY.register(MONITOR)  # monitoring: drift, guard and log metrics, computed at scrape time
 
 
 def field_path(location: tuple | list) -> str:
@@ -260,6 +268,8 @@ def answer(request: PredictRequest) -> JSONResponse:
     if count > service.max_instances:
         raise HTTPException(413, f"instances: {count} instances, at most {service.max_instances} per request")
     INSTANCES.observe(count)
+    checked = monitoring_routes.guard(instances_as_json(request))  # monitoring: skew guard (422 if rejecting)
+    started = time.perf_counter()
     try:
         predictions = predict_instances(request)
     except HTTPException:
@@ -269,8 +279,10 @@ def answer(request: PredictRequest) -> JSONResponse:
         return JSONResponse(
             status_code=500, content={"detail": f"the model failed: {type(exc).__name__}: {exc}"}
         )
+    MONITOR.record(checked, predictions, time.perf_counter() - started)  # monitoring: drift window + log
     # Returned as-is (already JSON values); response_model documents it in OpenAPI without re-validating.
-    return JSONResponse({"predictions": predictions, "model": {"name": service.name, "version": service.version}})
+    return JSONResponse({"predictions": predictions, "model": {"name": service.name, "version": service.version},
+                         "request_id": request_id()})
 
 
 @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)

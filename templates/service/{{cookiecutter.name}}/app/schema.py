@@ -85,6 +85,7 @@ class PredictResponse(BaseModel):
 
     predictions: list[Prediction] = Field(description="One prediction per instance, in order.")
     model: ModelInfo
+    request_id: str = Field(description="X-Request-ID of the request (or a new id); POST /feedback takes it.")
 
 
 def instances_as_json(request: PredictRequest) -> list:

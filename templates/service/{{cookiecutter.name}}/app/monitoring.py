@@ -1,0 +1,527 @@
+"""Data monitoring: the inference log, drift against the training data, and the skew guard.
+
+- Every answered prediction goes to the inference log (app/inference_log.py: Parquet, written by a
+  background thread, never blocking the request).
+- Drift: the values of the last ``window`` instances per feature against ``model/reference.json``
+  (written at export from the training data): PSI on the reference's quantile bins, PSI and a
+  chi-square test for categories, the change in null rate, and the same for the predictions.
+- Skew guard: values outside the training range, categories never seen in training and nulls where
+  training had none are counted per feature; with ``guard: reject`` such a request gets a 422.
+
+This file is plain runtime code with numpy and the standard library at import: jupyter-mlship imports this same file in the notebook kernel to build the
+reference profile and in ``mlship monitor`` to compute drift offline, so all three agree on the bins.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import math
+import os
+import re
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("app.monitoring")
+
+# --- thresholds (the usual reading of PSI: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift) -------
+PSI_WARN, PSI_ALERT = 0.1, 0.25
+EMPTY_BIN = 1e-4  # an empty bin counts as this fraction, as in Evidently, so PSI stays finite
+MIN_DRIFT_ROWS = 500  # below this many values in the window, a verdict would be noise
+QUANTILE_BINS = 10  # deciles of the reference
+TOP_CATEGORIES = 50  # categories kept by name; the rest are "other"
+WIDE_ARRAY = 32  # arrays wider than this are summarised (norm, mean), not watched position by position
+OTHER = "__other__"
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, as HTTP headers allow
+
+# --- request ids ----------------------------------------------------------------------------------------
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def request_id() -> str:
+    """The id of the request being answered (set by RequestIdMiddleware)."""
+    return _request_id.get() or uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """X-Request-ID in (or a new uuid4 hex), the same X-Request-ID out, on every response."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode())
+        if given is not None:
+            text = given.decode("latin-1")
+            if not REQUEST_ID_PATTERN.match(text):
+                body = json.dumps({"detail": "X-Request-ID: must be 1 to 200 visible ASCII characters"}).encode()
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+            rid = text
+        else:
+            rid = uuid.uuid4().hex
+        token = _request_id.set(rid)
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _request_id.reset(token)
+
+
+# --- features: what is watched, taken from the JSON instances -------------------------------------------
+
+
+def watched_features(input_schema: dict) -> dict[str, str]:
+    """Feature name -> kind ("numeric", "categorical" or "other") for this input schema."""
+    kind = input_schema["kind"]
+    if kind in ("dataframe", "records"):
+        return {c["name"]: _column_kind(c) for c in input_schema["columns"]}
+    if kind == "ndarray":
+        if (input_schema.get("width") or 0) > WIDE_ARRAY:
+            return {"l2_norm": "numeric", "mean": "numeric"}
+        value_kind = "numeric" if input_schema.get("json_type") in ("integer", "number") else "categorical"
+        return {f"x{i}": value_kind for i in range(input_schema["width"])}
+    if kind == "strings":
+        return {"length": "numeric"}
+    return {"value": "numeric" if input_schema.get("json_type") in ("integer", "number") else "categorical"}
+
+
+def _column_kind(column: dict) -> str:
+    if column.get("dtype") == "category" or column["json_type"] in ("string", "boolean"):
+        return "other" if str(column.get("dtype", "")).startswith("datetime64") else "categorical"
+    return "numeric"
+
+
+def instance_features(instances: list, input_schema: dict) -> dict[str, list]:
+    """Feature name -> one value per instance (None where missing), from validated JSON instances."""
+    kind = input_schema["kind"]
+    if kind in ("dataframe", "records"):
+        return {c["name"]: [i.get(c["name"]) for i in instances] for c in input_schema["columns"]}
+    if kind == "ndarray":
+        width = input_schema["width"]
+        if width > WIDE_ARRAY:
+            rows = np.array([[np.nan if v is None else v for v in row] for row in instances], dtype=float)
+            return {"l2_norm": np.sqrt(np.nansum(rows * rows, axis=1)).tolist(),
+                    "mean": np.nanmean(rows, axis=1).tolist() if rows.size else []}
+        return {f"x{i}": [row[i] for row in instances] for i in range(width)}
+    if kind == "strings":
+        return {"length": [None if s is None else len(s) for s in instances]}
+    return {"value": list(instances)}
+
+
+def feature_path(input_schema: dict, index: int, name: str) -> str:
+    """Where a feature's value sits in the request, for messages: instances[3].age, instances[3][2]."""
+    kind = input_schema["kind"]
+    if kind in ("dataframe", "records"):
+        return f"instances[{index}].{name}"
+    if kind == "ndarray" and name.startswith("x") and name[1:].isdigit():
+        return f"instances[{index}][{name[1:]}]"
+    if kind in ("ndarray", "strings"):
+        return f"instances[{index}] ({name})"
+    return f"instances[{index}]"
+
+
+def category_key(value: Any) -> str:
+    """Categories as strings: strings as they are, other values (true, 3) as their JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def prediction_values(predictions: list, output_schema: dict) -> tuple[str, list]:
+    """One watched value per prediction: the number, the label, or the argmax of a vector."""
+    kind = output_schema.get("kind")
+    if kind == "vector":
+        return "categorical", [None if not p else int(np.nanargmax(np.array(p, dtype=float))) for p in predictions]
+    if kind == "record":
+        columns = output_schema.get("columns") or []
+        if not columns:
+            return "other", [None] * len(predictions)
+        first = columns[0]["name"]
+        values = [p.get(first) if isinstance(p, dict) else None for p in predictions]
+        return ("numeric" if columns[0]["json_type"] in ("number",) else "categorical"), values
+    if output_schema.get("json_type") == "number":
+        return "numeric", list(predictions)
+    return "categorical", list(predictions)
+
+
+# --- the reference profile of one feature ---------------------------------------------------------------
+
+
+def _numeric(values: list) -> np.ndarray:
+    return np.array([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                    dtype=float)
+
+
+def profile_values(kind: str, values: list) -> dict:
+    """What the reference keeps of one feature: no raw rows, only aggregates."""
+    n = len(values)
+    missing = sum(1 for v in values if v is None or (isinstance(v, float) and math.isnan(v)))
+    profile: dict[str, Any] = {"kind": kind, "count": n, "null_rate": missing / n if n else 0.0}
+    if kind == "numeric":
+        present = _numeric(values)
+        if present.size:
+            quantiles = np.quantile(present, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1])
+            edges = sorted({float(q) for q in quantiles})
+            profile.update(
+                min=float(present.min()), max=float(present.max()), mean=float(present.mean()),
+                std=float(present.std()), edges=edges,
+                fractions=(bin_counts(present, edges) / present.size).tolist(),
+            )
+    elif kind == "categorical":
+        keys = [category_key(v) for v in values if v is not None]
+        counts: dict[str, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]
+        total = len(keys) or 1
+        profile.update(
+            categories={k: c / total for k, c in top},
+            other=1 - sum(c for _, c in top) / total,
+            complete=len(counts) <= TOP_CATEGORIES,  # every value seen in training is named
+            distinct=len(counts),
+        )
+    return profile
+
+
+# --- drift measures -------------------------------------------------------------------------------------
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts in the bins (-inf, e1], (e1, e2], ..., (ek, inf)."""
+    return np.bincount(np.searchsorted(np.asarray(edges, dtype=float), values, side="left"),
+                       minlength=len(edges) + 1).astype(float)
+
+
+def psi(expected: Any, actual: Any) -> float:
+    """Population Stability Index: sum((a - e) * ln(a / e)) over bins of fractions (empty bins = 1e-4)."""
+    e = np.clip(np.asarray(expected, dtype=float), EMPTY_BIN, None)
+    a = np.clip(np.asarray(actual, dtype=float), EMPTY_BIN, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X > x) for a chi-square distribution with integer dof (closed form, no scipy needed)."""
+    if dof < 1:
+        return 1.0
+    if x <= 0:
+        return 1.0
+    half = x / 2
+    if dof % 2 == 0:
+        total, term = 0.0, 1.0
+        for i in range(dof // 2):
+            if i:
+                term *= half / i
+            total += term
+        return min(1.0, math.exp(-half) * total)
+    # odd: start from dof 1, then sf(k + 2) = sf(k) + (x/2)^(k/2) e^(-x/2) / Gamma(k/2 + 1)
+    sf, k = math.erfc(math.sqrt(half)), 1
+    while k < dof:
+        sf += math.exp((k / 2) * math.log(half) - half - math.lgamma(k / 2 + 1))
+        k += 2
+    return min(1.0, sf)
+
+
+def chi_square(reference_counts: Any, current_counts: Any) -> tuple[float, int, float]:
+    """Pearson's chi-square test of homogeneity on a 2 x K table: (statistic, dof, p-value)."""
+    table = np.array([reference_counts, current_counts], dtype=float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 0.0, 0, 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    dof = table.shape[1] - 1
+    return statistic, dof, chi2_sf(statistic, dof)
+
+
+def drift(profile: dict, values: list) -> dict:
+    """One feature's drift: the window's values against its reference profile."""
+    n = len(values)
+    result: dict[str, Any] = {"kind": profile["kind"], "n": n}
+    if not n:
+        return {**result, "status": "no data"}
+    missing = sum(1 for v in values if v is None or (isinstance(v, float) and math.isnan(v)))
+    result["null_rate"] = missing / n
+    result["reference_null_rate"] = profile.get("null_rate", 0.0)
+    result["null_rate_change"] = result["null_rate"] - result["reference_null_rate"]
+    if profile["kind"] == "numeric" and "edges" in profile:
+        present = _numeric(values)
+        if present.size:
+            result["psi"] = psi(profile["fractions"], bin_counts(present, profile["edges"]) / present.size)
+    elif profile["kind"] == "categorical" and "categories" in profile:
+        names = list(profile["categories"])
+        index = {name: i for i, name in enumerate(names)}
+        counts = np.zeros(len(names) + 1)
+        present = [category_key(v) for v in values if v is not None]
+        for key in present:
+            counts[index.get(key, len(names))] += 1
+        if present:
+            expected = [*profile["categories"].values(), profile.get("other", 0.0)]
+            result["psi"] = psi(expected, counts / len(present))
+            reference_n = profile["count"] * (1 - profile.get("null_rate", 0.0))
+            result["chi2"], result["chi2_dof"], result["p_value"] = chi_square(
+                np.array(expected) * reference_n, counts)
+    score = result.get("psi")
+    if n < MIN_DRIFT_ROWS:
+        result["status"] = "insufficient data"
+    elif score is None:
+        result["status"] = "ok"
+    else:
+        result["status"] = "alert" if score > PSI_ALERT else "warn" if score > PSI_WARN else "ok"
+    return result
+
+
+# --- online state: the window, the guard -----------------------------------------------------------------
+
+
+@dataclass
+class Checked:
+    """What the guard learned about one request's instances; handed on to record()."""
+
+    instances: list
+    features: dict[str, list]
+    flags: list[list[str]]  # per instance: "age:out_of_range", ...
+    violations: list[str]  # messages for a 422
+
+
+class Monitor:
+    """Drift window + skew guard + inference log for one service process."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.reference: dict = {}
+        self.input_schema: dict = {}
+        self.output_schema: dict = {}
+        self.name = self.version = ""
+        self.guard_mode = "flag"
+        self.window_size = 1000
+        self.exclude: set[str] = set()
+        self.hash: set[str] = set()
+        self.lock = threading.Lock()
+        self.windows: dict[str, deque] = {}
+        self.prediction_window: deque = deque(maxlen=1)
+        self.guard_counts: dict[tuple[str, str], int] = {}
+        self.requests_flagged = 0
+        self.requests_rejected = 0
+        self.log: Any = None  # app.inference_log.InferenceLog once started
+        self.log_error = ""
+
+    # start-up and shut-down (the lifespan)
+    def start(self, ship: dict, project_dir: str, env: dict | None = None) -> None:
+        env = dict(os.environ if env is None else env)
+        options = ship.get("monitoring") or {}
+        self.name, self.version = ship["name"], ship["version"]
+        self.input_schema, self.output_schema = ship["input"], ship["output"]
+        path = os.path.join(project_dir, "model", "reference.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                self.reference = json.load(handle)
+        self.guard_mode = env.get("MLSHIP_GUARD") or options.get("guard") or "flag"
+        if self.guard_mode not in ("flag", "reject"):
+            raise ValueError(f"MLSHIP_GUARD: {self.guard_mode!r} is not 'flag' or 'reject'")
+        self.window_size = int(env.get("MLSHIP_DRIFT_WINDOW") or options.get("window") or 1000)
+        self.exclude = set(options.get("log_exclude") or [])
+        self.hash = set(options.get("log_hash") or [])
+        kinds = watched_features(self.input_schema)
+        self.windows = {name: deque(maxlen=self.window_size) for name in kinds}
+        self.prediction_window = deque(maxlen=self.window_size)
+        target = env.get("MLSHIP_LOG_DIR") or os.path.join(project_dir, "logs")
+        if target.lower() != "off":
+            try:
+                self._start_log(target, kinds, env)
+            except Exception as exc:  # a log that cannot be opened must not take predictions down with it
+                self.log, self.log_error = None, f"MLSHIP_LOG_DIR {target}: {type(exc).__name__}: {exc}"
+                log.error("the inference log is off: %s", self.log_error)
+        self.enabled = True
+
+    def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
+        from app.inference_log import InferenceLog  # the service only: pyarrow and fsspec load here
+
+        self.log = InferenceLog(
+            target,
+            feature_columns={n: k for n, k in kinds.items() if n not in self.exclude},
+            hashed=self.hash,
+            excluded=self.exclude,
+            category_key=category_key,
+            flush_s=float(env.get("MLSHIP_LOG_FLUSH_S") or 2),
+            queue_rows=int(env.get("MLSHIP_LOG_QUEUE_ROWS") or 100_000),
+            rotate_rows=int(env.get("MLSHIP_LOG_ROTATE_ROWS") or 100_000),
+            rotate_bytes=int(float(env.get("MLSHIP_LOG_ROTATE_MB") or 16) * 2**20),
+            rotate_s=float(env.get("MLSHIP_LOG_ROTATE_S") or 600),
+            storage_options=json.loads(env.get("MLSHIP_LOG_STORAGE_OPTIONS") or "{}"),
+        )
+        self.log.start()
+
+    def stop(self) -> None:
+        if self.log is not None:
+            self.log.stop()
+
+    # per request
+    def check(self, instances: list) -> Checked:
+        """Extract the watched features and run the skew guard (counted here, refused by the caller)."""
+        features = instance_features(instances, self.input_schema) if self.enabled else {}
+        flags: list[list[str]] = [[] for _ in instances]
+        violations: list[str] = []
+        for name, values in features.items():
+            profile = (self.reference.get("features") or {}).get(name)
+            if not profile:
+                continue
+            for index, problem, message in guard_feature(name, profile, values):
+                flags[index].append(f"{name}:{problem}")
+                violations.append(f"{feature_path(self.input_schema, index, name)}: {message}")
+                with self.lock:
+                    self.guard_counts[(name, problem)] = self.guard_counts.get((name, problem), 0) + 1
+        if violations:
+            with self.lock:
+                if self.guard_mode == "reject":
+                    self.requests_rejected += 1
+                else:
+                    self.requests_flagged += 1
+        return Checked(instances, features, flags, violations)
+
+    def rejects(self, checked: Checked) -> bool:
+        return self.guard_mode == "reject" and bool(checked.violations)
+
+    def record(self, checked: Checked, predictions: list, seconds: float) -> None:
+        """After a prediction: feed the drift window and queue the log rows. Never raises."""
+        if not self.enabled:
+            return
+        try:
+            with self.lock:
+                for name, values in checked.features.items():
+                    self.windows[name].extend(values)
+                self.prediction_window.extend(prediction_values(predictions, self.output_schema)[1])
+            if self.log is not None:
+                self.log.put_predictions(request_id(), self.name, self.version, checked, predictions, seconds)
+        except Exception:  # monitoring must never fail a prediction
+            log.exception("recording a prediction failed")
+
+    def feedback(self, items: list[tuple[str, Any]]) -> int:
+        """Queue outcome rows; the number dropped because the queue was full."""
+        if self.log is None:
+            return 0
+        return self.log.put_outcomes(self.name, self.version, items)
+
+    # reading
+    def report(self) -> dict:
+        with self.lock:
+            windows = {name: list(values) for name, values in self.windows.items()}
+            predictions = list(self.prediction_window)
+            counts = dict(self.guard_counts)
+            flagged, rejected = self.requests_flagged, self.requests_rejected
+        profiles = self.reference.get("features") or {}
+        features = {name: drift(profiles[name], values) for name, values in windows.items() if name in profiles}
+        prediction_profile = self.reference.get("prediction")
+        guard_features: dict[str, dict[str, int]] = {}
+        for (name, problem), count in sorted(counts.items()):
+            guard_features.setdefault(name, {})[problem] = count
+        return {
+            "model": {"name": self.name, "version": self.version},
+            "reference": {k: self.reference.get(k) for k in ("source", "rows")} if self.reference else None,
+            "window": {"size": self.window_size, "filled": max((len(v) for v in windows.values()), default=0)},
+            "thresholds": {"psi_warn": PSI_WARN, "psi_alert": PSI_ALERT, "min_rows": MIN_DRIFT_ROWS},
+            "features": features,
+            "prediction": drift(prediction_profile, predictions) if prediction_profile else None,
+            "guard": {"mode": self.guard_mode, "requests_flagged": flagged, "requests_rejected": rejected,
+                      "features": guard_features},
+            "log": self.log.status() if self.log is not None else {"error": self.log_error or "off"},
+        }
+
+    def describe(self) -> list:
+        return []  # metric names vary with the features: nothing to check at registration
+
+    def collect(self) -> Any:
+        """Prometheus metrics, computed at scrape time (register the Monitor with a CollectorRegistry)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        report = self.report()
+        psi_gauge = GaugeMetricFamily("mlship_drift_psi", "PSI of the recent window against the training "
+                                      "data, per feature.", labels=["feature"])
+        null_gauge = GaugeMetricFamily("mlship_drift_null_rate_change", "Null rate in the window minus the "
+                                       "training data's, per feature.", labels=["feature"])
+        for name, result in report["features"].items():
+            if "psi" in result:
+                psi_gauge.add_metric([name], result["psi"])
+            if "null_rate_change" in result:
+                null_gauge.add_metric([name], result["null_rate_change"])
+        yield psi_gauge
+        yield null_gauge
+        prediction = GaugeMetricFamily("mlship_prediction_drift_psi", "PSI of the recent predictions against "
+                                       "the predictions on the training data.")
+        if report["prediction"] and "psi" in report["prediction"]:
+            prediction.add_metric([], report["prediction"]["psi"])
+        yield prediction
+        window = GaugeMetricFamily("mlship_drift_window_rows", "Instances in the drift window.")
+        window.add_metric([], report["window"]["filled"])
+        yield window
+        guard = CounterMetricFamily("mlship_guard_violations", "Values outside training: out_of_range, "
+                                    "unseen_category, unexpected_null, per feature.", labels=["feature", "kind"])
+        for name, problems in report["guard"]["features"].items():
+            for problem, count in problems.items():
+                guard.add_metric([name, problem], count)
+        yield guard
+        requests = CounterMetricFamily("mlship_guard_requests", "Requests with guard violations, by action.",
+                                       labels=["action"])
+        requests.add_metric(["flagged"], report["guard"]["requests_flagged"])
+        requests.add_metric(["rejected"], report["guard"]["requests_rejected"])
+        yield requests
+        if self.log is not None:
+            status = report["log"]
+            for metric, help_text, key in (
+                ("mlship_log_rows_written", "Rows written to the inference log.", "rows_written"),
+                ("mlship_log_rows_dropped", "Rows dropped because the log queue was full.", "rows_dropped"),
+            ):
+                family = CounterMetricFamily(metric, help_text, labels=["table"])
+                for table in ("predictions", "outcomes"):
+                    family.add_metric([table], status[key][table])
+                yield family
+            errors = CounterMetricFamily("mlship_log_write_errors", "Failed writes of log files (retried).")
+            errors.add_metric([], status["write_errors"])
+            yield errors
+            queued = GaugeMetricFamily("mlship_log_queue_rows", "Rows waiting to be written.")
+            queued.add_metric([], status["queued_rows"])
+            yield queued
+
+
+def guard_feature(name: str, profile: dict, values: list) -> list[tuple[int, str, str]]:
+    """(instance index, problem, message) for values the training data never had."""
+    found = []
+    null_ok = profile.get("null_rate", 0.0) > 0
+    kind = profile["kind"]
+    for index, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if not null_ok:
+                found.append((index, "unexpected_null", "null, but the training data had no missing values here"))
+            continue
+        if kind == "numeric" and "min" in profile and isinstance(value, (int, float)):
+            if value < profile["min"] or value > profile["max"]:
+                found.append((index, "out_of_range", f"{value!r} is outside the training range "
+                              f"[{_number(profile['min'])}, {_number(profile['max'])}]"))
+        elif kind == "categorical" and profile.get("complete"):
+            key = category_key(value)
+            if key not in profile["categories"]:
+                seen = ", ".join(list(profile["categories"])[:10])
+                found.append((index, "unseen_category", f"{value!r} was not seen in training (seen: {seen})"))
+    return found
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+MONITOR = Monitor()

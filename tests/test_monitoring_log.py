@@ -1,0 +1,98 @@
+"""The inference log writer in-process (the service's own app/inference_log.py): a full queue drops and
+counts, files rotate, every file on disk is complete, and stop() writes everything queued."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from jupyter_mlship.runtime import runtime_module
+
+monitoring = runtime_module("monitoring")
+inference_log = runtime_module("inference_log")
+SCHEMA = {"kind": "dataframe", "columns": [{"name": "a", "dtype": "float64", "json_type": "number"},
+                                           {"name": "d", "dtype": "object", "json_type": "string"}]}
+
+
+def checked(n: int):
+    instances = [{"a": float(i), "d": "x"} for i in range(n)]
+    return monitoring.Checked(instances, monitoring.instance_features(instances, SCHEMA), [[] for _ in instances], [])
+
+
+def writer(root, **options):
+    settings = dict(feature_columns={"a": "numeric", "d": "categorical"}, hashed=set(), excluded=set(),
+                    category_key=monitoring.category_key,
+                    flush_s=3600, queue_rows=1000, rotate_rows=100_000, rotate_bytes=2**30, rotate_s=3600)
+    settings.update(options)
+    return inference_log.InferenceLog(str(root), **settings)
+
+
+def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
+    log = writer(tmp_path, queue_rows=10)
+    log.start()
+    assert log.put_predictions("r1", "demo", "1", checked(8), [0] * 8, 0.001) == 0
+    assert log.put_predictions("r2", "demo", "1", checked(5), [0] * 5, 0.001) == 5  # would pass 10: dropped
+    assert log.put_outcomes("demo", "1", [("r1", 1), ("r2", 0)]) == 0
+    log.stop()
+    status = log.status()
+    assert status["rows_dropped"] == {"predictions": 5, "outcomes": 0}
+    assert status["rows_written"] == {"predictions": 8, "outcomes": 2}
+    assert pq.read_table(tmp_path / "predictions").column("request_id").to_pylist() == ["r1"] * 8
+
+
+def test_files_rotate_by_rows_and_each_flush_leaves_complete_files_only(tmp_path):
+    log = writer(tmp_path, rotate_rows=20)
+    log.start()
+    for i in range(10):
+        log.put_predictions(f"r{i}", "demo", "1", checked(7), [1] * 7, 0.002)
+        log.flush()  # what the thread does every MLSHIP_LOG_FLUSH_S
+    log.stop()
+    files = sorted((tmp_path / "predictions").glob("date=*/*.parquet"))
+    assert [pq.read_table(f).num_rows for f in files] == [21, 21, 21, 7]  # a file closes once it passes 20 rows
+    assert not list(tmp_path.rglob("*.tmp"))  # temporary names were all renamed into place
+    table = pq.read_table(tmp_path / "predictions")
+    assert table.num_rows == 70 and table.column("feature.a").type == "double"
+
+
+def test_text_and_wide_arrays_are_profiled_by_length_and_norm():
+    import numpy as np
+
+    from jupyter_mlship.capture.reference import reference_profile
+    from jupyter_mlship.capture.schema import infer_input_schema
+
+    texts = ["short", "a bit longer", None, "the longest text of them all"]
+    profile = reference_profile(texts, infer_input_schema(texts))
+    assert list(profile["features"]) == ["length"]
+    assert profile["features"]["length"]["null_rate"] == 0.25 and profile["features"]["length"]["max"] == 28
+    pixels = np.random.default_rng(0).random((200, 64))
+    profile = reference_profile(pixels, infer_input_schema(pixels))
+    assert list(profile["features"]) == ["l2_norm", "mean"]  # 64 positions are summarised, not watched one by one
+    assert profile["features"]["mean"]["min"] == pytest.approx(pixels.mean(axis=1).min())
+    narrow = pixels[:, :3]
+    assert list(reference_profile(narrow, infer_input_schema(narrow))["features"]) == ["x0", "x1", "x2"]
+
+
+def test_mlship_monitor_reads_a_log_since_a_time_and_names_a_missing_log(tmp_path):
+    import datetime as dt
+
+    from jupyter_mlship.monitor.report import MonitorError, build_report, parse_since
+    from support.notebooks import mlship
+
+    log = writer(tmp_path / "logs")
+    log.start()
+    log.put_predictions("r1", "demo", "2", checked(3), [1, 0, 1], 0.004)
+    log.put_outcomes("demo", "2", [("r1", [1, 1, 1])])  # one outcome per instance
+    log.stop()
+    report = build_report(str(tmp_path / "logs"))
+    (row,) = report.rows
+    assert (row.version, row.instances, row.labelled) == ("2", 3, 3)
+    assert row.metrics["accuracy"] == pytest.approx(2 / 3)
+    assert build_report(str(tmp_path / "logs"), since="1h").predictions == 3
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    assert build_report(str(tmp_path / "logs"), since=later.isoformat()).predictions == 0
+    assert parse_since("7d", now=dt.datetime(2026, 11, 8, tzinfo=dt.timezone.utc)).day == 1
+    with pytest.raises(MonitorError, match="--since 'yesterday'"):
+        parse_since("yesterday")
+    result = mlship("monitor", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "no inference log here (no predictions/date=*/*.parquet files)" in result.stderr

@@ -1,0 +1,93 @@
+"""The drift and outcome measures, checked against hand calculations from the literature and libraries.
+
+PSI = sum_i (a_i - e_i) * ln(a_i / e_i) over bins of fractions (Yurdakul, "Statistical Properties of
+Population Stability Index", Western Michigan University dissertation, 2018, eq. 2.1; Siddiqi, "Credit
+Risk Scorecards", 2006). It equals the symmetrised Kullback-Leibler divergence KL(a||e) + KL(e||a)
+(Jeffreys divergence), which scipy computes independently. Without drift, for B bins and samples of
+n and m, E[PSI] ~ (B - 1) (1/n + 1/m) (Yurdakul 2018, ch. 3): 10 bins, n = m = 1000 -> 0.018.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import f1_score, roc_auc_score
+
+from jupyter_mlship.monitor.report import macro_f1, outcome_metrics, roc_auc
+from jupyter_mlship.runtime import runtime_module
+
+monitoring = runtime_module("monitoring")
+
+
+def test_psi_matches_a_hand_calculation():
+    expected = [0.10, 0.20, 0.30, 0.40]
+    actual = [0.15, 0.25, 0.25, 0.35]
+    # by hand, bin by bin: (a - e) * ln(a / e)
+    #   0.05 * ln(1.5)     = 0.05 * 0.405465 = 0.020273
+    #   0.05 * ln(1.25)    = 0.05 * 0.223144 = 0.011157
+    #  -0.05 * ln(0.8333)  = 0.05 * 0.182322 = 0.009116
+    #  -0.05 * ln(0.875)   = 0.05 * 0.133531 = 0.006677
+    assert monitoring.psi(expected, actual) == pytest.approx(0.047223, abs=1e-6)
+
+
+def test_psi_is_the_jeffreys_divergence_scipy_computes():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        e, a = rng.dirichlet(np.ones(10)), rng.dirichlet(np.ones(10))
+        jeffreys = scipy.stats.entropy(a, e) + scipy.stats.entropy(e, a)
+        assert monitoring.psi(e, a) == pytest.approx(jeffreys, rel=1e-9)
+
+
+def test_an_empty_bin_counts_as_1e_4_so_psi_stays_finite():
+    value = monitoring.psi([0.5, 0.5, 0.0], [0.5, 0.4, 0.1])
+    assert math.isfinite(value)
+    assert value == pytest.approx(-0.1 * math.log(0.8) + (0.1 - 1e-4) * math.log(0.1 / 1e-4))
+
+
+def test_no_drift_psi_on_reference_deciles_is_near_yurdakuls_expectation():
+    rng = np.random.default_rng(2)
+    reference = monitoring.profile_values("numeric", rng.normal(size=1000).tolist())
+    assert len(reference["edges"]) == 9 and reference["fractions"] == pytest.approx([0.1] * 10)
+    values = [monitoring.drift(reference, rng.normal(size=1000).tolist())["psi"] for _ in range(200)]
+    assert np.mean(values) == pytest.approx(9 * (1 / 1000 + 1 / 1000), rel=0.25)
+
+
+def test_chi_square_matches_scipy():
+    reference, current = [300, 500, 200, 10], [20, 50, 40, 5]
+    statistic, dof, p = monitoring.chi_square(reference, current)
+    table = np.array([reference, current])  # every category holds counts here: scipy takes the table as is
+    scipy_stat, scipy_p, scipy_dof, _ = scipy.stats.chi2_contingency(table, correction=False)
+    assert (statistic, dof) == (pytest.approx(scipy_stat), scipy_dof)
+    assert p == pytest.approx(scipy_p, rel=1e-9)
+    # A category that neither side has is left out, as scipy would refuse a zero expected count.
+    assert monitoring.chi_square([300, 0, 500], [20, 0, 50])[:2] == monitoring.chi_square([300, 500], [20, 50])[:2]
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 10, 25])
+@pytest.mark.parametrize("x", [0.01, 0.5, 1.0, 3.84, 10.0, 40.0])
+def test_chi2_survival_function_matches_scipy(x, dof):
+    assert monitoring.chi2_sf(x, dof) == pytest.approx(scipy.stats.chi2.sf(x, dof), rel=1e-9, abs=1e-300)
+
+
+def test_categorical_drift_puts_unseen_values_in_other():
+    profile = monitoring.profile_values("categorical", ["red"] * 50 + ["blue"] * 50)
+    assert profile["categories"] == {"blue": 0.5, "red": 0.5} and profile["complete"]
+    result = monitoring.drift(profile, ["red"] * 40 + ["pink"] * 60)
+    assert result["psi"] == pytest.approx(monitoring.psi([0.5, 0.5, 0.0], [0.0, 0.4, 0.6]))
+
+
+def test_outcome_metrics_match_scikit_learn():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, 300).tolist()
+    predicted = [t if rng.random() < 0.7 else int(rng.integers(0, 3)) for t in truth]
+    assert macro_f1(predicted, truth) == pytest.approx(f1_score(truth, predicted, average="macro"))
+    scores = rng.random(300).round(2).tolist()  # rounded: ties, which AUC counts half
+    labels = rng.integers(0, 2, 300).tolist()
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+    metrics = outcome_metrics([([1 - s, s], y) for s, y in zip(scores, labels)], "classification")
+    assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    regression = outcome_metrics([(1.0, 2.0), (3.0, 1.0)], "regression")
+    assert regression == {"mae": 1.5, "rmse": pytest.approx(math.sqrt(2.5))}
