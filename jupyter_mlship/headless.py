@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import nbformat
+from traitlets.config import Config
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -78,8 +79,9 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
             if cell_index in cells:
                 on_progress(f"cell {cell_index + 1}: {cell.source.strip().splitlines()[0]}")
 
+        name = kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
         client = NotebookClient(
-            nb, timeout=timeout, kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
+            nb, timeout=timeout, kernel_name=name, config=local_transport(Path(tmp)),
             resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
             on_cell_start=on_cell_start,
         )
@@ -96,6 +98,17 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
             for line in results_file.read_text(encoding="utf-8").splitlines():
                 result.exports.append(CellExport(**json.loads(line)))
         return result
+
+
+def local_transport(folder: Path) -> Config:
+    """Kernel manager settings for a kernel that talks over Unix sockets in ``folder``, not TCP ports.
+
+    Nothing outside this machine needs to reach a headless kernel, and over TCP ipykernel warns
+    "Kernel is running over TCP without encryption" on every `mlship export`, which reads as a
+    security problem. The socket path is absolute: the kernel's working folder is the notebook's."""
+    if os.name == "nt":  # ZeroMQ has no ipc transport there
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(folder.resolve() / "kernel")}})
 
 
 def _cell_failure(nb: nbformat.NotebookNode, index: int, exc: CellExecutionError) -> str:
