@@ -194,6 +194,7 @@ def test_text_pipeline_whose_vectorizer_uses_a_notebook_function(tmp_path, serve
     facts = common_project_checks(project)
     assert "def clean_text" in facts["features"] and "URL = re.compile(" in facts["features"]
     assert facts["spec"]["input"]["kind"] == "strings"
+    assert facts["manifest"]["artifacts"][0]["format"] == "skops"  # clean_text saved as app.features.clean_text
     check_service(project, serve, tmp_path / "expected.json")
 
 
