@@ -7,7 +7,6 @@ numpy-only so that each start-up takes seconds; benchmarks/load_faults.py measur
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ from support.faults import (
     send_body,
     send_endless_body,
     send_slowly,
-    terminate,
     wait_for,
     worker_pids,
 )
@@ -157,8 +155,8 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits(project)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         sock.sendall(head + body[: len(body) // 2])
         in_flight.append(sock)
-    background = {}
-    loader = threading.Thread(target=lambda: background.update(result=load(server.url, BODY, 2000, 16)))
+    background, stop = {}, threading.Event()
+    loader = threading.Thread(target=lambda: background.update(result=load(server.url, BODY, 100_000, 16, stop)))
     loader.start()
     wait_for(lambda: "POST /predict" in server.log(), 30, "load reaching the server")
     server.process.send_signal(signal.SIGTERM)
@@ -170,6 +168,7 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits(project)
         sock.close()
     assert answers == [b"200"] * 4, answers
     server.process.wait(25)  # the grace period is 20 s
+    stop.set()
     loader.join(60)
     result = background["result"]
     assert result.server_errors == 0 and set(result.statuses) <= {200}, (result.statuses, result.errors)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from support.notebooks import ok_cell
 
@@ -81,7 +80,7 @@ def test_function_transformer_with_a_notebook_function_is_saved_with_skops(ipyth
 
 
 def test_vectorizer_preprocessor_from_the_notebook_is_saved_with_skops(ipython, capsys):
-    project, artifact = exported(ipython, TEXT_PIPELINE, "%ship sentiment --model sentiment --sample texts[:4]", "sentiment")
+    _project, artifact = exported(ipython, TEXT_PIPELINE, "%ship sentiment --model sentiment --sample texts[:4]", "sentiment")
     out = capsys.readouterr().out
     assert "tests: " in out and ", 0 failed" in out, out[-2000:]
     assert artifact["format"] == "skops"

@@ -11,10 +11,10 @@ import asyncio
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +234,7 @@ class LoadResult:
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
 
-async def _load(url: str, body: dict, requests: int, connections: int, on_count=None) -> LoadResult:
+async def _load(url: str, body: dict, requests: int, connections: int, stop: threading.Event | None) -> LoadResult:
     result, issued = LoadResult(), 0
     payload = json.dumps(body).encode()
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -242,7 +242,7 @@ async def _load(url: str, body: dict, requests: int, connections: int, on_count=
 
         async def worker() -> None:
             nonlocal issued
-            while issued < requests:
+            while issued < requests and not (stop is not None and stop.is_set()):
                 issued += 1
                 started = time.perf_counter()
                 try:
@@ -253,8 +253,6 @@ async def _load(url: str, body: dict, requests: int, connections: int, on_count=
                     name = type(exc).__name__
                     result.errors[name] = result.errors.get(name, 0) + 1
                 result.latencies.append(time.perf_counter() - started)
-                if on_count is not None:
-                    on_count(result.total)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
@@ -262,17 +260,9 @@ async def _load(url: str, body: dict, requests: int, connections: int, on_count=
     return result
 
 
-def load(url: str, body: dict, requests: int, connections: int, on_count=None) -> LoadResult:
-    """``requests`` POSTs of ``body`` to /predict over ``connections`` keep-alive connections."""
-    return asyncio.run(_load(url, body, requests, connections, on_count))
-
-
-def terminate(process: subprocess.Popen) -> float:
-    """SIGTERM, as Kubernetes and `docker stop` send it; seconds until the process exited."""
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    process.wait(60)
-    return time.monotonic() - started
+def load(url: str, body: dict, requests: int, connections: int, stop: threading.Event | None = None) -> LoadResult:
+    """``requests`` POSTs of ``body`` to /predict over ``connections`` keep-alive connections (or until ``stop``)."""
+    return asyncio.run(_load(url, body, requests, connections, stop))
 
 
 def connection_refused(port: int) -> bool:
