@@ -189,11 +189,11 @@ def case_sigkill(project: Path, connections: int) -> dict:
                             and pids, 120, "a new worker")
         new_pid = next(pid for pid in replaced if pid not in workers)
         replaced_after = time.monotonic() - killed
-        loader.join(300)
-        result = background["result"]
         # The new worker accepts connections once its start-up (model load, self-check) is complete.
-        wait_for(lambda: server.log().count("Application startup complete.") >= 3, 180, "the new worker ready")
+        wait_for(lambda: server.log().count("Application startup complete.") >= 3, 300, "the new worker ready")
         serving_after = time.monotonic() - killed
+        loader.join(600)
+        result = background["result"]
         after = load(server.url, BODY, 1000, connections)
         log = server.log()
     figures = {

@@ -37,7 +37,7 @@ class Uvicorn:
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--timeout-graceful-shutdown", "20", *args],
+             "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", *args],  # the Dockerfile's CMD
             cwd=project, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         path = "/readyz" if wait_ready else "/healthz"
