@@ -143,10 +143,11 @@ def test_hostile_bodies_are_4xx_and_the_server_stays_responsive(project):
         assert "Traceback" not in server.log()
 
 
-def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits(project):
+def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits(project, request):
     import socket
 
     server = Uvicorn(project)
+    request.addfinalizer(server.stop)
     body = json.dumps(BODY).encode()
     head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
@@ -173,7 +174,6 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits(project)
     result = background["result"]
     assert result.server_errors == 0 and set(result.statuses) <= {200}, (result.statuses, result.errors)
     assert "Finished server process" in server.log()
-    server.stop()
 
 
 def test_a_killed_worker_is_replaced_while_the_other_answers(project):

@@ -14,6 +14,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,9 @@ class Uvicorn:
                  wait_ready: bool = True, start_timeout: float = 120) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = project / f"uvicorn-{self.port}.log"
-        self._log = open(self.log_path, "w")
+        # The log goes beside, not into, the project: a project given to the benchmark stays as it was.
+        self._log = tempfile.NamedTemporaryFile("w", prefix=f"uvicorn-{self.port}-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
              "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", *args],  # the Dockerfile's CMD
@@ -67,6 +69,7 @@ class Uvicorn:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "Uvicorn":
         return self
