@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import nbformat
+from traitlets.config import Config
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -75,19 +77,21 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
         if cell_index in cells:
             on_progress(f"cell {cell_index + 1}: {cell.source.strip().splitlines()[0]}")
 
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
-        resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
-        on_cell_start=on_cell_start,
-    )
-    try:
-        client.execute(env=env)
-    except CellExecutionError as exc:
-        raise ShipError(_cell_failure(nb, current["index"], exc)) from None
-    except CellTimeoutError:
-        raise ShipError(f"cell {current['index'] + 1} did not finish within {timeout} s") from None
-    except DeadKernelError as exc:
-        raise ShipError(f"the kernel died while running cell {current['index'] + 1}: {exc}") from None
+    name = kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
+    with tempfile.TemporaryDirectory(prefix="mlship-headless-") as tmp:  # the kernel's ipc sockets
+        client = NotebookClient(
+            nb, timeout=timeout, kernel_name=name, config=local_transport(Path(tmp)),
+            resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
+            on_cell_start=on_cell_start,
+        )
+        try:
+            client.execute(env=env)
+        except CellExecutionError as exc:
+            raise ShipError(_cell_failure(nb, current["index"], exc)) from None
+        except CellTimeoutError:
+            raise ShipError(f"cell {current['index'] + 1} did not finish within {timeout} s") from None
+        except DeadKernelError as exc:
+            raise ShipError(f"the kernel died while running cell {current['index'] + 1}: {exc}") from None
     return HeadlessResult([export for index in cells for export in _results(nb.cells[index])])
 
 
@@ -100,6 +104,17 @@ def _results(cell: nbformat.NotebookNode) -> list[CellExport]:
             found.append(CellExport(name=event["name"], ok=bool(event["ok"]), message=event.get("message", ""),
                                     project=event.get("project")))
     return found
+
+
+def local_transport(folder: Path) -> Config:
+    """Kernel manager settings for a kernel that talks over Unix sockets in ``folder``, not TCP ports.
+
+    Nothing outside this machine needs to reach a headless kernel, and over TCP ipykernel warns
+    "Kernel is running over TCP without encryption" on every `mlship export`, which reads as a
+    security problem. The socket path is absolute: the kernel's working folder is the notebook's."""
+    if os.name == "nt":  # ZeroMQ has no ipc transport there
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(folder.resolve() / "kernel")}})
 
 
 def _cell_failure(nb: nbformat.NotebookNode, index: int, exc: CellExecutionError) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display, update_display
 
 from .capture.code import CellHistory
@@ -22,6 +22,7 @@ from .errors import ShipError
 from .events import EVENT_MIME, Event, Events, Log, Result, Review, Step, to_json
 from .history import current_notebook, record_result
 from .options import OUT_OVERRIDE_ENV, PROGRESS_ENV, ShipOptions
+from .magic_args import split_magic_line
 
 
 
@@ -155,6 +156,9 @@ def _entry_from_cell(body: str, entry: str | None) -> str:
 class ShipMagics(Magics):
     _cell_filename: str | None = None  # the file name the running %%ship cell's body was compiled under
 
+    # The line is read as typed: --sample and --reference are Python expressions already, and IPython's
+    # $x / {x} expansion would rewrite them (a set literal {'a', 'b'} arrives as a tuple).
+    @no_var_expand
     @magic_arguments()
     @argument("name", help="Service name: lowercase letters, digits, '-' or '_' (becomes a folder and an image name).")
     @argument("--sample", required=True, metavar="EXPR",
@@ -162,9 +166,9 @@ class ShipMagics(Magics):
                    "It fixes the request schema and becomes the golden test.")
     @argument("--out", default="services", metavar="DIR", help="Folder that receives DIR/NAME (default: services).")
     @argument("--version", default="1", metavar="V", help="Model version reported by the service (default: 1).")
-    @argument("--entry", metavar="FUNC", help="%%ship: the entry function, when the cell defines several or none.")
-    @argument("--model", metavar="VAR", help="%ship: the model variable; the entry is VAR.<method>.")
-    @argument("--method", default="predict", metavar="METHOD", help="%ship: method called on --model (default: predict).")
+    @argument("--entry", metavar="FUNC", help="%%%%ship: the entry function, when the cell defines several or none.")
+    @argument("--model", metavar="VAR", help="%%ship: the model variable; the entry is VAR.<method>.")
+    @argument("--method", default="predict", metavar="METHOD", help="%%ship: method called on --model (default: predict).")
     @argument("--reference", metavar="EXPR", help="The training data (e.g. X_train): which fields may be null, and "
               "the profile that drift and the skew guard compare requests with (default: the sample).")
     @argument("--log-exclude", metavar="COLS",
@@ -195,13 +199,17 @@ class ShipMagics(Magics):
         Line form: the entry is a method of a model variable::
 
             %ship churn --model clf --sample X_test[:20] --method predict_proba
+
+        Expressions are written as in Python, unquoted: ``--sample df[['a', 'b']]``,
+        ``--sample X[:20, :3]``; quotes are still accepted. The line is not $/{} expanded.
         """
         try:
-            args = parse_argstring(self.ship, line)
+            # Brackets, parentheses and strings keep an expression whole: --sample rows[:2, :1].
+            args = self.ship.parser.parse_args(split_magic_line(line))
         except UsageError as exc:
             if "unrecognized arguments" in str(exc):
                 raise UsageError(
-                    f"%ship: {exc}; quote an expression that contains spaces, e.g. --sample \"df[['a', 'b']]\""
+                    f"%ship: {exc}; quote an expression that has spaces outside brackets, e.g. --sample \"a + b\""
                 ) from None
             raise
         shell = self.shell

@@ -27,6 +27,7 @@ def export(tmp_path: Path, cells: list[str]) -> Path:
     notebook = write_notebook(tmp_path / "model.ipynb", ["%load_ext jupyter_mlship", *cells])
     result = mlship("export", str(notebook), "--out", str(tmp_path / "services"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "without encryption" not in result.stderr  # the headless kernel talks over local sockets
     # The person at the shell sees each step with its timing as it happens.
     assert "[mlship] capture: done (" in result.stderr and "[mlship] verify:tests: done (" in result.stderr
     return tmp_path / "services"
@@ -194,6 +195,7 @@ def test_text_pipeline_whose_vectorizer_uses_a_notebook_function(tmp_path, serve
     facts = common_project_checks(project)
     assert "def clean_text" in facts["features"] and "URL = re.compile(" in facts["features"]
     assert facts["spec"]["input"]["kind"] == "strings"
+    assert facts["manifest"]["artifacts"][0]["format"] == "skops"  # clean_text saved as app.features.clean_text
     check_service(project, serve, tmp_path / "expected.json")
 
 
@@ -248,6 +250,8 @@ def test_headless_failure_names_the_cell_and_leaves_nothing(tmp_path):
     result = mlship("export", str(notebook), "--out", str(tmp_path / "services"), cwd=tmp_path)
     assert result.returncode == 1
     assert "cell 3" in result.stderr and "raised ValueError on the sample" in result.stderr
+    # No "[IPKernelApp] WARNING | Kernel is running over TCP without encryption": a local transport.
+    assert "IPKernelApp" not in result.stderr and "without encryption" not in result.stderr, result.stderr
     assert not (tmp_path / "services").exists() or not any((tmp_path / "services").iterdir())
 
 

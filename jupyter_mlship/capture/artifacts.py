@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ShipError
-from .code import constant_source
+from .code import MainReferenceScanner, constant_source
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec
 
@@ -47,9 +47,9 @@ def format_candidates(value: Any, refers_to_notebook: bool) -> list[str]:
     numpy = sys.modules.get("numpy")
     if numpy is not None and type(value) is numpy.ndarray and value.dtype != object:
         return ["npy"]
-    if not refers_to_notebook and module in {"sklearn", "lightgbm", "xgboost", "numpy", "scipy"}:
-        return ["skops", "pickle"]
-    if not refers_to_notebook and _holds_sklearn(value):
+    # Notebook functions and classes inside (FunctionTransformer(add_ratio), a preprocessor=) are saved
+    # by skops as app.features.<name> and trusted by exactly those names (see skops_dumps).
+    if module in {"sklearn", "lightgbm", "xgboost", "numpy", "scipy"} or _holds_sklearn(value):
         return ["skops", "pickle"]
     return ["pickle"]
 
@@ -68,7 +68,7 @@ def save_artifact(
     elif fmt == "skops":
         import skops.io
 
-        data, suffix = skops.io.dumps(value), "skops"
+        data, suffix = skops_dumps(value), "skops"
         # We trust exactly the types we wrote ourselves; the service passes this list at load.
         loader["trusted_types"] = sorted(skops.io.get_untrusted_types(data=data))
     elif fmt == "xgboost-json":
@@ -117,6 +117,33 @@ def save_artifact(
         loader=loader,
         cell=cell,
     )
+
+
+FEATURES_MODULE = "app.features"  # where the service defines the notebook's functions and classes
+
+
+def skops_dumps(value: Any) -> bytes:
+    """skops bytes of ``value``, with the notebook's functions and classes named ``app.features.<name>``.
+
+    skops stores a function or class by module and name. Notebook code has the module ``__main__``,
+    which means nothing in the service; there it lives in app/features.py, so that is the name written,
+    and the service trusts exactly those names at load (the manifest's ``trusted_types``). Only
+    top-level definitions qualify: a lambda or nested function has no name to import."""
+    import skops.io
+
+    scanner = MainReferenceScanner()
+    scanner.dump(value)
+    notebook_objects = list(scanner.main_objects.items())
+    for qualname, _obj in notebook_objects:
+        if not qualname.isidentifier():
+            raise ValueError(f"{qualname!r} from the notebook is not a top-level function or class")
+    try:
+        for _qualname, obj in notebook_objects:
+            obj.__module__ = FEATURES_MODULE
+        return skops.io.dumps(value)
+    finally:  # the notebook's own objects are left as they were
+        for _qualname, obj in notebook_objects:
+            obj.__module__ = "__main__"
 
 
 def _via_file(write: Any, suffix: str) -> bytes:

@@ -24,8 +24,16 @@ export interface IShipForm {
 
 export type FormErrors = Partial<Record<keyof IShipForm, string>>;
 
-// IPython splits a magic line on whitespace and keeps quotes, and expands $x and {x}.
-const UNSAFE = /[\s${}]/;
+// The %ship line is split at whitespace outside brackets and string literals and is not $/{} expanded
+// (jupyter_mlship/magic_args.py); a word with whitespace is written in the quotes it does not contain.
+const UNSAFE = /\s/;
+
+export function magicWord(value: string): string {
+  if (!/[\s'"]/.test(value)) {
+    return value;
+  }
+  return value.includes("'") ? `"${value}"` : `'${value}'`;
+}
 
 export function nameError(name: string): string | undefined {
   if (!name) {
@@ -61,8 +69,8 @@ export function validate(form: IShipForm): FormErrors {
   if (!form.version || UNSAFE.test(form.version)) {
     errors.version = 'A version without spaces, e.g. 1 or 2024-06.';
   }
-  if (UNSAFE.test(form.out)) {
-    errors.out = 'A folder without spaces, $ or braces.';
+  if (form.out.includes("'") && form.out.includes('"')) {
+    errors.out = 'A folder name with either single or double quotes, not both.';
   }
   return errors;
 }
@@ -89,7 +97,7 @@ export function shipCommand(form: IShipForm, options: ICommandOptions = {}): str
     args.push('--entry', form.entry);
   }
   if (form.out && form.out !== 'services') {
-    args.push('--out', form.out);
+    args.push('--out', magicWord(form.out));
   }
   if (form.version && form.version !== '1') {
     args.push('--version', form.version);

@@ -9,9 +9,11 @@ before and queues it for the inference log after (off the request path).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
+import os
 import platform
 import time
 from contextlib import asynccontextmanager
@@ -124,12 +126,45 @@ def load_service(ship: dict) -> None:
     log.info("%s version %s is ready", service.name, service.version)
 
 
+# What load_service reads from ship.json; a file without them is reported, not a crash at start-up.
+REQUIRED_SHIP_FIELDS = {
+    "": ("name", "version", "entry", "python_version", "artifacts", "input", "output", "golden",
+         "max_instances", "max_body_bytes"),
+    "entry": ("name",),
+    "golden": ("instances", "predictions", "float_rel_tol"),
+}
+
+
+def read_ship(path: Path) -> dict:
+    """ship.json, checked for the fields start-up needs; ValueError names the file and the field."""
+    try:
+        ship = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path.name} cannot be read as JSON: {exc}") from exc
+    for section, fields in REQUIRED_SHIP_FIELDS.items():
+        where = ship.get(section) if section else ship
+        for name in fields:
+            if not isinstance(where, dict) or name not in where:
+                raise ValueError(f"{path.name} has no field {(section + '.' if section else '') + name!r}")
+    for index, artifact in enumerate(ship["artifacts"]):
+        for name in ("name", "file", "sha256", "frameworks"):
+            if name not in artifact:
+                raise ValueError(f"{path.name} has no field 'artifacts[{index}].{name}'")
+    return ship
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    ship = json.loads(SHIP_FILE.read_text(encoding="utf-8"))
-    app.title, app.version = ship["name"], ship["version"]  # shown in /docs and /openapi.json
-    load_service(ship)
-    MONITOR.start(ship, str(PROJECT_DIR))  # monitoring: reference, drift window, inference log writer
+    # Whatever goes wrong here, the process stays up: /healthz 200, /readyz 503 with the reason.
+    try:
+        ship = read_ship(SHIP_FILE)
+        app.title, app.version = ship["name"], ship["version"]  # shown in /docs and /openapi.json
+        load_service(ship)
+        MONITOR.start(ship, str(PROJECT_DIR))  # monitoring: reference, drift window, inference log writer
+    except Exception as exc:
+        log.exception("start-up failed")
+        service.not_ready_reason = f"start-up failed: {exc}" if isinstance(exc, ValueError) else (
+            f"start-up failed: {type(exc).__name__}: {exc}")
     yield
     MONITOR.stop()  # monitoring: SIGTERM lands here; everything queued is written before exit
 
@@ -144,8 +179,58 @@ async def send_json(send: Callable, status: int, content: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+BODY_TIMEOUT_SECONDS = float(os.environ.get("MLSHIP_BODY_TIMEOUT_SECONDS", "30"))
+FALLBACK_MAX_BODY_BYTES = 16 * 1024 * 1024  # until ship.json is read (or when it cannot be)
+
+
+class BodyProblem(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def content_type_problem(scope: dict) -> str | None:
+    """Bodies are JSON: say so for another declared Content-Type (none at all is read as JSON)."""
+    declared = dict(scope["headers"]).get(b"content-type")
+    if declared is None:
+        return None
+    media = declared.split(b";", 1)[0].strip().lower()
+    if media == b"application/json" or media.endswith(b"+json"):
+        return None
+    return f"Content-Type: {declared.decode('latin-1')!r} is not JSON; send application/json"
+
+
+async def receive_body(receive: Callable, limit: int) -> bytes | None:
+    """The whole body, stopping as soon as it passes ``limit``; None when the client went away."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyProblem(413, f"request body: larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def receive_body_in_time(receive: Callable, limit: int) -> bytes | None:
+    """A slow-loris body (a byte now and then) holds a connection only BODY_TIMEOUT_SECONDS: then 408."""
+    try:
+        if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                return await receive_body(receive, limit)
+        return await asyncio.wait_for(receive_body(receive, limit), BODY_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        raise BodyProblem(408, f"request body: not received within {BODY_TIMEOUT_SECONDS:g} s") from None
+
+
 class BodySizeLimit:
-    """413 for a body over max_body_bytes: by its Content-Length, or by the bytes actually received."""
+    """413 for a body over max_body_bytes: by its Content-Length, or by the bytes actually received.
+
+    Also 415 for a Content-Type that is not JSON and 408 for a body that does not arrive in time."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
@@ -153,7 +238,10 @@ class BodySizeLimit:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        limit = service.max_body_bytes
+        problem = content_type_problem(scope)
+        if problem:
+            return await send_json(send, 415, {"detail": problem})
+        limit = service.max_body_bytes or FALLBACK_MAX_BODY_BYTES
         too_large = {"detail": f"request body: larger than the limit of {limit} bytes"}
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
@@ -161,19 +249,14 @@ class BodySizeLimit:
                 return await send_json(send, 400, {"detail": "Content-Length: not a number"})
             if int(declared) > limit:
                 return await send_json(send, 413, too_large)
-        # Read the body here, stopping as soon as it passes the limit, then hand it on.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return await send_json(send, 413, too_large)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body, delivered = b"".join(chunks), False
+        # Read the body here, stopping as soon as it passes the limit or its time, then hand it on.
+        try:
+            body = await receive_body_in_time(receive, limit)
+        except BodyProblem as problem:
+            return await send_json(send, problem.status, {"detail": problem.detail})
+        if body is None:
+            return  # the client went away
+        delivered = False
 
         async def replay() -> dict:
             nonlocal delivered
@@ -245,7 +328,9 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 ERROR_RESPONSES: dict[int | str, dict] = {
     404: {"description": "Unknown model name (/v1/models/NAME:predict)"},
+    408: {"description": "The body did not arrive within MLSHIP_BODY_TIMEOUT_SECONDS"},
     413: {"description": "More than max_instances instances, or a body over max_body_bytes"},
+    415: {"description": "A Content-Type other than application/json"},
     500: {"description": "The model raised an error on a valid request"},
     503: {"description": "Not ready: the model did not load or failed its self-check"},
 }

@@ -1,0 +1,276 @@
+"""Faults a generated service meets in production, sent over real sockets.
+
+Shared by tests/test_faults.py (the quick cases) and benchmarks/load_faults.py (the measured run):
+a uvicorn process on a project, hostile request bodies written byte by byte, a load loop, and the
+process facts (RSS, worker pids) read from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .notebooks import free_port
+
+
+class Uvicorn:
+    """`uvicorn app.main:app` on a project, as the Dockerfile's CMD starts it; waits for /healthz.
+
+    Unlike `Service` it does not insist on readiness: a service that refuses its model must still be alive."""
+
+    def __init__(self, project: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                 wait_ready: bool = True, start_timeout: float = 120) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # The log goes beside, not into, the project: a project given to the benchmark stays as it was.
+        self._log = tempfile.NamedTemporaryFile("w", prefix=f"uvicorn-{self.port}-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", *args],  # the Dockerfile's CMD
+            cwd=project, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        path = "/readyz" if wait_ready else "/healthz"
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"uvicorn exited with {self.process.returncode}: {self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"{path} did not answer 200 within {start_timeout} s: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Uvicorn":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- process facts ------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return sorted(int(p) for p in children.read_text().split()) if children.exists() else []
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """uvicorn --workers N: the supervisor's children that run the app (not its multiprocessing helpers)."""
+    workers = []
+    for pid in child_pids(supervisor):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            workers.append(pid)
+    return workers
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``condition`` until it returns something truthy; fail loudly naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+# --- raw HTTP: hostile bodies written by hand ---------------------------------------------------------
+
+
+@dataclass
+class RawAnswer:
+    status: int | None  # None: the server closed without an answer
+    seconds: float
+    head: str = ""
+    body: bytes = b""
+
+
+def _head(port: int, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *[f"{k}: {v}" for k, v in headers.items()]]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _read_answer(sock: socket.socket, started: float, timeout: float) -> RawAnswer:
+    sock.settimeout(timeout)
+    data = b""
+    try:  # every request here says Connection: close, so the answer ends where the stream does
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    if not data:
+        return RawAnswer(None, time.monotonic() - started)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return RawAnswer(status, time.monotonic() - started, head.decode("latin-1"), body)
+
+
+def send_body(port: int, body: bytes, content_type: str = "application/json", path: str = "/predict",
+              timeout: float = 30) -> RawAnswer:
+    """One request with a complete body; the answer's status and how long it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(_head(port, path, {"Content-Type": content_type, "Content-Length": str(len(body)),
+                                        "Connection": "close"}) + body)
+        return _read_answer(sock, started, timeout)
+
+
+def send_endless_body(port: int, declared: int | None, chunk: int = 1 << 20, timeout: float = 30,
+                      path: str = "/predict") -> RawAnswer:
+    """Stream zeros (up to 100 MB, or chunked without a length) until the server answers or hangs up."""
+    headers = {"Content-Type": "application/json", "Connection": "close"}
+    headers.update({"Content-Length": str(declared)} if declared is not None else {"Transfer-Encoding": "chunked"})
+    started = time.monotonic()
+    limit = declared if declared is not None else 100 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(_head(port, path, headers))
+        sent, block = 0, b"0" * chunk
+        while sent < limit and time.monotonic() - started < timeout:
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:  # the server answered before the body ended
+                break
+            if writable:
+                piece = block if declared is not None else f"{len(block):x}\r\n".encode() + block + b"\r\n"
+                try:
+                    sock.sendall(piece)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(block)
+        return _read_answer(sock, started, timeout)
+
+
+def send_slowly(port: int, body: bytes, every: float, timeout: float = 60, path: str = "/predict") -> RawAnswer:
+    """Slow-loris: the headers at once, then the body one byte every ``every`` seconds."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(_head(port, path, {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                                        "Connection": "close"}))
+        for byte in body:
+            readable, _, _ = select.select([sock], [], [], every)
+            if readable or time.monotonic() - started > timeout:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return _read_answer(sock, started, max(1.0, timeout - (time.monotonic() - started)))
+
+
+def nested_json(depth: int) -> bytes:
+    return b'{"instances": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+HOSTILE_BODIES: dict[str, tuple[bytes, str]] = {
+    # name: (body, content type)
+    "nested 100,000 deep": (nested_json(100_000), "application/json"),
+    "nested objects 5,000 deep": (b'{"instances": [' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"]}",
+                                  "application/json"),
+    "text/plain": (b'{"instances": []}', "text/plain"),
+    "form-urlencoded": (b"instances=1", "application/x-www-form-urlencoded"),
+    "multipart": (b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n",
+                  "multipart/form-data; boundary=x"),
+    "non-UTF-8 bytes": (b'\xff\xfe{"instances": [1]}', "application/json"),
+    "Latin-1 text": ('{"instances": ["caf\xe9"]}'.encode("latin-1"), "application/json"),
+    "not JSON": (b"{instances: [1,", "application/json"),
+}
+
+
+# --- load ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values()) + sum(self.errors.values())
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+
+async def _load(url: str, body: dict, requests: int, connections: int, stop: threading.Event | None) -> LoadResult:
+    result, issued = LoadResult(), 0
+    payload = json.dumps(body).encode()
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < requests and not (stop is not None and stop.is_set()):
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/predict", content=payload,
+                                                 headers={"Content-Type": "application/json"})
+                    result.statuses[response.status_code] = result.statuses.get(response.status_code, 0) + 1
+                except httpx.HTTPError as exc:
+                    name = type(exc).__name__
+                    result.errors[name] = result.errors.get(name, 0) + 1
+                result.latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def load(url: str, body: dict, requests: int, connections: int, stop: threading.Event | None = None) -> LoadResult:
+    """``requests`` POSTs of ``body`` to /predict over ``connections`` keep-alive connections (or until ``stop``)."""
+    return asyncio.run(_load(url, body, requests, connections, stop))
+
+
+def connection_refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
