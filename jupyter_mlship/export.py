@@ -34,7 +34,7 @@ from .spec import (
     validate_name,
 )
 
-SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "prometheus_client", "numpy")
+SERVICE_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools", "orjson", "prometheus_client", "numpy")
 FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
                   "torch-state-dict": "torch", "torch-pickle": "torch", "npy": "numpy"}
 LARGE_ARTIFACT_BYTES = 100 * 1024 * 1024
@@ -131,6 +131,7 @@ def _entry_for(options: ShipOptions, user_ns: dict[str, Any],
 
 def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory) -> Captured:
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
+    from .capture.batching import prove_rowwise
     from .capture.environment import capture_requirements, python_version, test_requirements
     from .capture.schema import infer_input_schema, infer_output_schema, make_golden
     from .capture.secrets import scan_for_secrets
@@ -173,6 +174,9 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
         warnings.append(f"the entry function {where} failed when run a second time: {exc}")
     for name in captured.unresolved:
         warnings.append(f"`{name}` is used by the captured code but not defined in the notebook")
+    # Micro-batching in the service (issue 11): on only where the entry function is proven row-wise.
+    batching = prove_rowwise(lambda x: _call(entry, x), sample, golden=golden, input_schema=input_schema,
+                             output_schema=output_schema, convert=convert)
 
     staging = Path(tempfile.mkdtemp(prefix="mlship-capture-"))
     try:
@@ -261,6 +265,7 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             input=input_schema,
             output=output_schema,
             golden=golden,
+            batching=batching,
             warnings=warnings,
             secrets_allowed=findings,
         )

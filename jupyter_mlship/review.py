@@ -61,6 +61,13 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["kind", "returned", "JSON type", "width"],
         [[out.kind, f"`{out.container}`", out.json_type, str(out.width or "")]],
     ))
+    batching = spec.batching
+    sections.append((
+        "Micro-batching (concurrent requests in one model call)",
+        ["enabled", "why", "max instances per call", "max wait"],
+        [["yes" if batching.enabled else "no", _escape(batching.reason or "not proven row-wise"),
+          str(batching.max_batch), f"{batching.max_wait_ms:g} ms"]],
+    ))
     sections.append(("Warnings", ["warning"], [[_escape(w)] for w in spec.warnings]))
     sections.append((
         "Secrets found",

@@ -19,7 +19,7 @@ OUTPUT_TYPES = {"integer": "int", "number": "float", "string": "str", "boolean":
 # Names a field must not take: pydantic's own attributes and the names the annotations use.
 RESERVED_NAMES = {name for name in dir(BaseModel) if not name.startswith("_")} | {
     "Annotated", "Any", "AwareIsoDatetime", "BeforeValidator", "Field", "Literal", "NaiveIsoDatetime", "StrictBool", "StrictFloat", "StrictInt",
-    "StrictStr", "BaseModel", "ConfigDict",
+    "StrictStr", "BaseModel", "ConfigDict", "NotRequired", "TypedDict", "with_config",
 }  # fmt: skip
 
 
@@ -83,6 +83,17 @@ def model_fields(columns: list[dict], kind: str = "input") -> list[str]:
     return lines
 
 
+def typed_dict_fields(columns: list[dict]) -> list[str]:
+    """Entries of a functional TypedDict: ``"json name": Type,``; nullable fields may be left out."""
+    lines = []
+    for column in columns:
+        annotation = input_annotation(column)
+        if column.get("nullable"):
+            annotation = f"NotRequired[{annotation}]"
+        lines.append(f"{str(column['name'])!r}: {annotation},")
+    return lines
+
+
 def pyrepr(value: Any) -> str:
     """A JSON value as Python source."""
     return repr(value)
@@ -101,6 +112,7 @@ class PythonSourceExtension(Extension):
             input_annotation=input_annotation,
             output_annotation=output_annotation,
             model_fields=model_fields,
+            typed_dict_fields=typed_dict_fields,
             pyrepr=pyrepr,
             pretty_json=pretty_json,
         )
