@@ -65,8 +65,8 @@ class Service:
         self.stop()
         raise AssertionError("service did not become ready")
 
-    def post(self, path: str, body) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=30)
+    def post(self, path: str, body, headers: dict | None = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
     def stop(self) -> None:
         self.process.terminate()
