@@ -68,7 +68,7 @@ MLFLOW_SAVE = '''
 import pickle, mlflow.sklearn
 with open("model.pkl", "rb") as fh:
     model = pickle.load(fh)
-mlflow.sklearn.save_model(model, "mlflow_model")
+mlflow.sklearn.save_model(model, "mlflow_model", serialization_format="cloudpickle")
 '''
 
 

@@ -173,11 +173,18 @@ def build_systems(work: Path, projects: dict[str, Path], args: argparse.Namespac
                 skipped.append(f"{peer.name}: preparing failed: {prepared.stderr.strip().splitlines()[-1:]}")
                 continue
         command = [str(python) if part == "{python}" else part for part in peer.command]
-        systems.append(System(peer.name, folder, command, dict(peer.environ), check=peer.check))
+        environ = {**peer.environ, "PATH": f"{python.parent}:{os.environ['PATH']}"}  # its own uvicorn, gunicorn
+        systems.append(System(peer.name, folder, command, environ, check=peer.check))
     cmd = re.search(r"^CMD (.+)$", (projects["hgb"] / "Dockerfile").read_text(), re.M).group(1)
-    # The container's CMD and its ENV, with this interpreter (the project's pins are this environment's).
-    service_env = {"HOST": "127.0.0.1", "UVICORN_ACCESS_LOG": "false",
-                   "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # The container's CMD and ENV, in a venv of the project's own pinned requirements.txt (not this
+    # interpreter: it holds torch, which scikit-learn's array-API support would import, +200 MB RSS).
+    requirements = sorted({line for name in ("hgb", "frame")
+                           for line in (projects[name] / "requirements.txt").read_text().split()})
+    python, why = peer_env(Peer("generated service", "service", requirements, {}, []), args.install_timeout)
+    print(f"[bench] generated service's pinned requirements: {why}", flush=True)
+    if python is None:
+        sys.exit(f"cannot install the generated service's requirements: {why}")
+    service_env = {"HOST": "127.0.0.1", "UVICORN_ACCESS_LOG": "false", "PATH": f"{python.parent}:{os.environ['PATH']}"}
     systems.append(System("generated service (micro-batching on)", projects["hgb"], ["sh", "-c", cmd], service_env))
     systems.append(System("generated service, micro-batching off", projects["hgb-nobatch"], ["sh", "-c", cmd],
                           service_env))
@@ -270,9 +277,11 @@ def wrk_script(work: Path, name: str, body: bytes) -> Path:
 
 def wrk(url: str, script: Path, connections: int, seconds: float, cpu: int) -> dict:
     output = subprocess.run(
-        ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-         str(script), url], capture_output=True, text=True, timeout=seconds + 60,
+        ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60,
     ).stdout
+    if "Requests/sec" not in output:
+        raise RuntimeError(f"wrk failed: {output[-500:]}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))

@@ -58,6 +58,9 @@ def has_datetimes(input_schema: dict) -> bool:
 
 def output_annotation(json_type: str, nullable: bool) -> str:
     annotation = OUTPUT_TYPES[json_type]
+    # A float output may be NaN or infinite on inputs the sample never had; JSON sends those as null,
+    # so the documented schema says so (Schemathesis' response_schema_conformance holds us to it).
+    nullable = nullable or json_type == "number"
     return f"{annotation} | None" if nullable and annotation != "Any" else annotation
 
 
