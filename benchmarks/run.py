@@ -334,7 +334,7 @@ def main() -> None:
 
     namespace: dict = {}
     exec(TRAIN, namespace)  # the same training code as the notebook's, so the same model
-    clf, pipe, add_features, X = namespace["clf"], namespace["pipe"], namespace["add_features"], namespace["X"]
+    clf, pipe, add_features = namespace["clf"], namespace["pipe"], namespace["add_features"]
     (work / "model.pkl").write_bytes(pickle.dumps(clf))
     rng = np.random.default_rng(1)
     rows = rng.normal(size=(100, 20))

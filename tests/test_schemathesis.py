@@ -96,16 +96,20 @@ def test_generated_service_survives_schemathesis(ipython, serve, kind):
         # GET routes take no input: there is no invalid request of them to generate.
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if operation.method.upper() == "POST" else [])
         for mode in modes:
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            def fuzz(case) -> None:
-                try:
-                    case.call_and_validate(checks=CHECKS, timeout=30)
-                except Exception as exc:  # collect: one report naming every failing operation and check
-                    failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): "
-                                    f"{str(exc).strip()[:600]}")
-
-            fuzz()
+            fuzz(operation, mode, failures)
     assert not failures, f"{len(failures)} Schemathesis failures:\n\n" + "\n\n".join(failures[:8])
+
+
+def fuzz(operation, mode: GenerationMode, failures: list[str]) -> None:
+    """EXAMPLES generated requests of one operation in one mode; failures collected, not raised."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    def run(case) -> None:
+        try:
+            case.call_and_validate(checks=CHECKS, timeout=30)
+        except Exception as exc:  # collect: one report naming every failing operation and check
+            failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {str(exc).strip()[:600]}")
+
+    run()
