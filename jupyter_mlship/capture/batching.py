@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from types import ModuleType
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ from ..spec import Batching, Golden, InputSchema, OutputSchema
 BatchingDecision = Batching
 MAX_PROOF_ROWS = 64  # more rows prove no more and cost calls
 MAX_SINGLE_ROWS = 4  # rows also run one at a time (a batch of one is the idle service's case)
+PROOF_BUDGET_SECONDS = 20.0  # a slow entry function must not make %%ship slow: stop, leave batching off
 
 
 def prove_rowwise(entry: Callable[[Any], Any], sample: Any, *, golden: Golden, input_schema: InputSchema,
@@ -39,6 +41,7 @@ def prove_rowwise(entry: Callable[[Any], Any], sample: Any, *, golden: Golden, i
         converted = convert.instances_to_sample(copy.deepcopy(rows), inputs)
         return convert.outputs_to_json(entry(converted), outputs, len(rows))
 
+    started = time.monotonic()
     try:
         whole = run(instances)
     except Exception as exc:
@@ -52,6 +55,9 @@ def prove_rowwise(entry: Callable[[Any], Any], sample: Any, *, golden: Golden, i
         "into single rows": list(range(1, min(n, MAX_SINGLE_ROWS))),
     }
     for how, cuts in splits.items():
+        if time.monotonic() - started > PROOF_BUDGET_SECONDS:
+            return Batching(enabled=False, reason=f"the row-wise proof stopped after {PROOF_BUDGET_SECONDS:g} s "
+                            "(the entry function is slow on the sample); export with a smaller sample to allow it")
         edges = [0, *[c for c in cuts if 0 < c < n], n]
         parts = [instances[a:b] for a, b in zip(edges, edges[1:])]
         try:
