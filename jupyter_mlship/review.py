@@ -84,6 +84,13 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["kind", "returned", "JSON type", "width"],
         [[_escape(out.kind), _code(out.container), _escape(out.json_type), str(out.width or "")]],
     ))
+    batching = spec.batching
+    sections.append((
+        "Micro-batching (concurrent requests in one model call)",
+        ["enabled", "why", "max instances per call", "max wait"],
+        [["yes" if batching.enabled else "no", _escape(batching.reason or "not proven row-wise"),
+          str(batching.max_batch), f"{batching.max_wait_ms:g} ms"]],
+    ))
     if spec.reference is not None:  # monitoring (issue 10)
         sections.append(_reference_section(spec))
     sections.append(("Warnings", ["warning"], [[_escape(w)] for w in spec.warnings]))

@@ -100,6 +100,18 @@ class Golden(SpecModel):
     float_rel_tol: float = 1e-6
 
 
+class Batching(SpecModel):
+    """Whether the service may coalesce concurrent requests into one call of the entry function.
+
+    Set at export by ``capture.batching.prove_rowwise``; edit ship.json (``"enabled": false``) to turn it off.
+    """
+
+    enabled: bool = False
+    reason: str = ""  # why it is on or off, shown in REVIEW.md and the service's start-up log
+    max_batch: int = 256  # at most this many instances in one call
+    max_wait_ms: float = 0.0  # under load only, how long a call may wait for more requests; 0: never waits
+
+
 class Entry(SpecModel):
     name: str  # the function the service calls with the converted instances
     kind: Literal["function", "method"]
@@ -158,6 +170,7 @@ class ShipSpec(SpecModel):
     golden: Golden
     max_instances: int = DEFAULT_MAX_INSTANCES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    batching: Batching = Field(default_factory=Batching)  # off unless proven row-wise at export
     warnings: list[str] = Field(default_factory=list)
     secrets_allowed: list[SecretFinding] = Field(default_factory=list)  # findings the user overrode
     registry: RegistryInfo | None = None  # set when the project is pushed to a model registry

@@ -22,6 +22,7 @@ from ..options import ShipOptions
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_name
 from .artifacts import choose_format
+from .batching import prove_rowwise
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .environment import distributions_for_modules, python_version, service_modules, test_requirements
 from .reference import build_reference, monitoring_options
@@ -76,6 +77,9 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     input_schema, output_schema, golden = _schemas(run)
     monitoring, reference_profile = _monitoring(options, run, input_schema, output_schema, golden, warnings)
     _check_determinism(run, output_schema, golden, warnings)
+    # Micro-batching in the service: on only where the entry function is proven row-wise.
+    batching = prove_rowwise(lambda x: call_on_copy(run.call, x), run.sample, golden=golden,
+                             input_schema=input_schema, output_schema=output_schema, convert=runtime_module("convert"))
     warnings += [f"`{name}` is used by the captured code but not defined in the notebook" for name in run.code.unresolved]
 
     staging = Path(tempfile.mkdtemp(prefix="mlship-capture-"))
@@ -115,6 +119,7 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
             input=input_schema,
             output=output_schema,
             golden=golden,
+            batching=batching,
             warnings=warnings,
             secrets_allowed=findings,
             monitoring=monitoring,

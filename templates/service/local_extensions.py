@@ -20,7 +20,7 @@ OUTPUT_TYPES = {"integer": "int", "number": "float", "string": "str", "boolean":
 # Names a field must not take: pydantic's own attributes and the names the annotations use.
 RESERVED_NAMES = {name for name in dir(BaseModel) if not name.startswith("_")} | {
     "Annotated", "Any", "AwareIsoDatetime", "BeforeValidator", "Field", "Literal", "NaiveIsoDatetime", "StrictBool", "StrictFloat", "StrictInt",
-    "StrictStr", "BaseModel", "ConfigDict",
+    "StrictStr", "BaseModel", "ConfigDict", "NotRequired", "TypedDict", "with_config",
 }  # fmt: skip
 
 
@@ -59,6 +59,9 @@ def has_datetimes(input_schema: dict) -> bool:
 
 def output_annotation(json_type: str, nullable: bool) -> str:
     annotation = OUTPUT_TYPES[json_type]
+    # A float output may be NaN or infinite on inputs the sample never had; JSON sends those as null,
+    # so the documented schema says so (Schemathesis' response_schema_conformance holds us to it).
+    nullable = nullable or json_type == "number"
     return f"{annotation} | None" if nullable and annotation != "Any" else annotation
 
 
@@ -81,6 +84,17 @@ def model_fields(columns: list[dict], kind: str = "input") -> list[str]:
             lines.append(f"{field}: {annotation} = None")
         else:
             lines.append(f"{field}: {annotation} = Field({', '.join(arguments)})")
+    return lines
+
+
+def typed_dict_fields(columns: list[dict]) -> list[str]:
+    """Entries of a functional TypedDict: ``"json name": Type,``; nullable fields may be left out."""
+    lines = []
+    for column in columns:
+        annotation = input_annotation(column)
+        if column.get("nullable"):
+            annotation = f"NotRequired[{annotation}]"
+        lines.append(f"{str(column['name'])!r}: {annotation},")
     return lines
 
 
@@ -122,6 +136,7 @@ class PythonSourceExtension(Extension):
             input_annotation=input_annotation,
             output_annotation=output_annotation,
             model_fields=model_fields,
+            typed_dict_fields=typed_dict_fields,
             pyrepr=pyrepr,
             pretty_json=pretty_json,
             describe_instance=describe_instance,

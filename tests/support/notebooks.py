@@ -104,8 +104,8 @@ class Service:
         self.log.seek(0, os.SEEK_END)
         return text
 
-    def post(self, path: str, body) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=30)
+    def post(self, path: str, body, headers: dict | None = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -2,29 +2,57 @@
 
 At start-up (the lifespan) it reads ship.json once, imports app.features (which loads the model from
 model/), and runs the golden self-check: the notebook's sample must give the notebook's predictions.
-Only then does /readyz answer 200. A request is validated (app.schema), converted back to the sample's
-type (app.convert) and handed to the entry function; app.monitoring checks it against the training data
-before and queues it for the inference log after (off the request path).
+Only then does /readyz answer 200. A request's raw body is decoded and validated in one pass
+(app.schema), converted back to the sample's type (app.convert) and handed to the entry function by
+app.batching, which coalesces concurrent requests into one call when the entry function was proven
+row-wise at export. The model runs on a small thread pool, so /healthz answers while it works.
+app.monitoring checks each request against the training data before the model sees it and queues it
+for the inference log after (off the request path).
+
+Status codes: 422 for a request the schema refuses AND for a valid request the model cannot take
+(with the instance index and the cause); 500 only for the server's own faults.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
-import logging
 import os
-import platform
-import time
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
+
+def _threads_per_worker() -> int:
+    """CPUs this process may use (affinity, cgroup quota) divided among WEB_CONCURRENCY workers."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2 CPU limit of the container, e.g. "200000 100000" = 2 CPUs
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+    return max(1, cpus // max(1, workers))
+
+
+# Before numpy is imported: BLAS/OpenMP pools sized to the CPU limit, not to the host's cores (a
+# 64-core host would otherwise start 64 threads per worker). Values set by the operator win.
+THREADS = _threads_per_worker()
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(THREADS))
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -33,16 +61,36 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from pydantic import BaseModel, ValidationError  # noqa: E402
 
-from app.convert import compare_predictions, outputs_to_json, sample_converter
-from app.schema import PredictRequest, PredictResponse, instances_as_json
-from app import monitoring_routes  # data monitoring (issue 10): log, drift, guard, /feedback, /monitoring
-from app.monitoring import MONITOR, RequestIdMiddleware, request_id
+from app.batching import Batcher, ModelRejection  # noqa: E402
+from app.convert import compare_predictions, outputs_to_json, sample_converter  # noqa: E402
+from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: E402
+
+try:  # a fast encoder where pinned; the standard library otherwise
+    import orjson
+
+    def dumps(content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # e.g. an integer beyond 64 bits: json handles it
+            return json.dumps(content).encode()
+except ImportError:  # pragma: no cover
+
+    def dumps(content: Any) -> bytes:
+        return json.dumps(content).encode()
+from app import monitoring_routes  # noqa: E402  data monitoring: log, drift, guard, /feedback, /monitoring
+from app.monitoring import MONITOR, RequestIdMiddleware, request_id  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHIP_FILE = PROJECT_DIR / "ship.json"
 
 log = logging.getLogger("app")
+if not log.handlers and not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
 
 
 @dataclass
@@ -59,6 +107,8 @@ class Service:
     to_sample: Callable[[list], Any] | None = None
     output_schema: dict = field(default_factory=dict)
     version_info: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # {"name", "version"}, as every answer states it
+    batcher: Batcher | None = None
 
 
 service = Service()
@@ -77,6 +127,24 @@ INSTANCES = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000),
     registry=REGISTRY,
 )
+MODEL_REJECTIONS = Counter(
+    "mlship_model_rejections",
+    "Valid requests the entry function could not take (answered 422).",
+    ["route"],
+    registry=REGISTRY,
+)
+BATCH_REQUESTS = Histogram(
+    "mlship_batch_requests",
+    "Requests coalesced into one call of the entry function.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+BATCH_INSTANCES = Histogram(
+    "mlship_batch_instances",
+    "Instances in one call of the entry function.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000),
+    registry=REGISTRY,
+)
 MODEL_INFO = Info("mlship_model", "The model this service serves.", registry=REGISTRY)
 READY = Gauge("mlship_ready", "1 when the model is loaded and the self-check passed.", registry=REGISTRY)
 
@@ -88,6 +156,7 @@ def load_service(ship: dict) -> None:
     """Import the model code, then prove it reproduces the notebook's golden predictions."""
     service.name, service.version = ship["name"], ship["version"]
     service.max_instances, service.max_body_bytes = ship["max_instances"], ship["max_body_bytes"]
+    service.model = {"name": ship["name"], "version": ship["version"]}
     service.output_schema = ship["output"]
     service.version_info = {
         "name": ship["name"],
@@ -107,9 +176,8 @@ def load_service(ship: dict) -> None:
         service.not_ready_reason = f"loading the model failed: {type(exc).__name__}: {exc}"
         return
     golden = ship["golden"]
-    try:
-        request = PredictRequest.model_validate({"instances": golden["instances"]})
-        predictions = predict_instances(request)
+    try:  # the same path as a request: raw JSON, validation, conversion, the entry function
+        predictions = predict_instances(decode_request(json.dumps({"instances": golden["instances"]}).encode()))
     except Exception as exc:
         log.exception("the self-check failed")
         service.not_ready_reason = f"self-check raised {type(exc).__name__}: {exc}"
@@ -121,9 +189,24 @@ def load_service(ship: dict) -> None:
             mismatches[:5]
         )
         return
+    batching = ship.get("batching") or {}
+    service.batcher = Batcher(
+        predict_instances,
+        enabled=bool(batching.get("enabled")),
+        max_batch=int(batching.get("max_batch") or service.max_instances),
+        max_wait_ms=float(batching.get("max_wait_ms") or 0),
+        threads=1 if batching.get("enabled") else THREADS,
+        observe_batch=observe_batch,
+    )
     service.ready, service.not_ready_reason = True, ""
     READY.set(1)
-    log.info("%s version %s is ready", service.name, service.version)
+    log.info("%s version %s is ready (micro-batching %s)", service.name, service.version,
+             "on" if batching.get("enabled") else "off: " + (batching.get("reason") or "not proven row-wise"))
+
+
+def observe_batch(requests: int, instances: int) -> None:
+    BATCH_REQUESTS.observe(requests)
+    BATCH_INSTANCES.observe(instances)
 
 
 # What load_service reads from ship.json; a file without them is reported, not a crash at start-up.
@@ -167,13 +250,15 @@ async def lifespan(app: FastAPI):
             f"start-up failed: {type(exc).__name__}: {exc}")
     yield
     MONITOR.stop()  # monitoring: SIGTERM lands here; everything queued is written before exit
+    if service.batcher is not None:
+        service.batcher.executor.shutdown(wait=False)
 
 
 # --- middleware: body size limit and request metrics (plain ASGI: cheap, sees every request) --------------
 
 
 async def send_json(send: Callable, status: int, content: dict) -> None:
-    body = json.dumps(content).encode()
+    body = dumps(content)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -296,7 +381,11 @@ class RequestMetrics:
 
 app = FastAPI(
     title="Model service",
-    description="Predictions from a model shipped from a Jupyter notebook. See README.md.",
+    description=(
+        "Predictions from a model shipped from a Jupyter notebook. See README.md. Each prediction answer "
+        "carries a request id: the request's X-Request-ID header if sent, else a new one, returned in the "
+        "X-Request-ID header and as `request_id`."
+    ),
     lifespan=lifespan,
 )
 app.add_middleware(BodySizeLimit)
@@ -304,6 +393,61 @@ app.add_middleware(RequestIdMiddleware)  # monitoring: X-Request-ID in (or new) 
 app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s from the limit
 app.include_router(monitoring_routes.router)  # monitoring: POST /feedback, GET /monitoring
 REGISTRY.register(MONITOR)  # monitoring: drift, guard and log metrics, computed at scrape time
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    field: str
+    msg: str
+    type: str
+
+
+class InvalidRequest(BaseModel):
+    detail: list[Problem]
+    message: str
+    request_id: str | None = None
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+    request_id: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorMessage, "description": "A Content-Length header that is not a number"},
+    404: {"model": ErrorMessage, "description": "Unknown model name (/v1/models/NAME:predict)"},
+    408: {"model": ErrorMessage, "description": "The body did not arrive within MLSHIP_BODY_TIMEOUT_SECONDS"},
+    413: {"model": ErrorMessage, "description": "More than max_instances instances, or a body over max_body_bytes"},
+    415: {"model": ErrorMessage, "description": "A Content-Type other than JSON"},
+    422: {
+        "model": InvalidRequest,
+        "description": "A field the schema refuses, or a valid instance the model cannot take "
+        "(its index and the model's error)",
+    },
+    500: {"model": ErrorMessage, "description": "The server's own fault (e.g. out of memory)"},
+    503: {"model": ErrorMessage, "description": "Not ready: the model did not load or failed its self-check"},
+}
+# The body is read raw and validated in one pass, so FastAPI does not see a body parameter: the
+# request schema is declared here and added to the components by `openapi` below.
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+    }
+}
+
+
+def openapi() -> dict:
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        request = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(request.pop("$defs", {}))
+        schemas["PredictRequest"] = request
+    return app.openapi_schema
+
+
+app.openapi = openapi  # type: ignore[method-assign]
 
 
 def field_path(location: tuple | list) -> str:
@@ -316,90 +460,117 @@ def field_path(location: tuple | list) -> str:
     return path or "body"
 
 
+def answer_json(status: int, content: dict, request_id: str | None = None) -> Response:
+    """JSON with the fast encoder; RequestIdMiddleware adds the X-Request-ID header to every answer."""
+    return Response(dumps(content), status_code=status, media_type="application/json")
+
+
+def invalid(problems: list[dict], request_id: str | None = None) -> Response:
+    message = "; ".join(f"{p['field']}: {p['msg']}" for p in problems[:10])
+    content: dict = {"detail": problems, "message": message}
+    if request_id:
+        content["request_id"] = request_id
+    return answer_json(422, content, request_id)
+
+
+def request_id_of() -> str:
+    """The id RequestIdMiddleware gave this request (the caller's X-Request-ID, else a new one)."""
+    return request_id()
+
+
+def validation_problems(errors: list[dict]) -> list[dict]:
+    problems = []
+    for error in errors:
+        loc = list(error["loc"])
+        if not loc or loc[0] != "body":
+            loc = ["body", *loc]
+        problems.append({"loc": loc, "field": field_path(loc), "msg": error["msg"], "type": error["type"]})
+    return problems
+
+
 @app.exception_handler(RequestValidationError)
-async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [
-        {"loc": list(e["loc"]), "field": field_path(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
-    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:10])
-    return JSONResponse(status_code=422, content={"detail": errors, "message": message})
+async def invalid_parameters(request: Request, exc: RequestValidationError) -> Response:
+    return invalid(validation_problems(list(exc.errors())))
 
 
-ERROR_RESPONSES: dict[int | str, dict] = {
-    404: {"description": "Unknown model name (/v1/models/NAME:predict)"},
-    408: {"description": "The body did not arrive within MLSHIP_BODY_TIMEOUT_SECONDS"},
-    413: {"description": "More than max_instances instances, or a body over max_body_bytes"},
-    415: {"description": "A Content-Type other than application/json"},
-    500: {"description": "The model raised an error on a valid request"},
-    503: {"description": "Not ready: the model did not load or failed its self-check"},
-}
+def predict_instances(instances: list) -> list:
+    """Validated instances -> the sample's type -> the entry function -> JSON predictions.
+
+    Runs in a pool thread (app.batching), possibly for several requests' instances at once.
+    """
+    return outputs_to_json(service.entry(service.to_sample(instances)), service.output_schema, len(instances))
 
 
-def predict_instances(request: PredictRequest) -> list:
-    """Validated request -> the sample's type -> the entry function -> JSON predictions."""
-    instances = instances_as_json(request)
-    try:
-        sample = service.to_sample(instances)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise HTTPException(422, f"instances: cannot be converted to the model's input: {exc}") from exc
-    return outputs_to_json(service.entry(sample), service.output_schema, len(instances))
-
-
-def answer(request: PredictRequest) -> JSONResponse:
+async def handle_predict(request: Request, route: str) -> Response:
+    """One prediction request, start to end: the place that knows its id, instances, predictions, latency."""
+    request_id = request_id_of()
     if not service.ready:
-        raise HTTPException(503, f"not ready: {service.not_ready_reason}")
-    count = len(request.instances)
-    if count > service.max_instances:
-        raise HTTPException(413, f"instances: {count} instances, at most {service.max_instances} per request")
-    INSTANCES.observe(count)
-    checked = monitoring_routes.guard(instances_as_json(request))  # monitoring: skew guard (422 if rejecting)
+        return answer_json(503, {"detail": f"not ready: {service.not_ready_reason}", "request_id": request_id}, request_id)
     started = time.perf_counter()
     try:
-        predictions = predict_instances(request)
-    except HTTPException:
-        raise
-    except Exception as exc:  # a genuine model failure: say so, keep the traceback in the log
-        log.exception("the entry function failed")
-        return JSONResponse(
-            status_code=500, content={"detail": f"the model failed: {type(exc).__name__}: {exc}"}
-        )
+        instances = decode_request(await request.body())
+    except ValidationError as exc:
+        return invalid(validation_problems(exc.errors(include_url=False, include_input=False)), request_id)
+    count = len(instances)
+    if count > service.max_instances:
+        detail = f"instances: {count} instances, at most {service.max_instances} per request"
+        return answer_json(413, {"detail": detail, "request_id": request_id}, request_id)
+    INSTANCES.observe(count)
+    checked = monitoring_routes.guard(instances)  # monitoring: skew guard (422 when it rejects)
+    try:
+        predictions = await service.batcher.predict(instances, request_id)
+    except ModelRejection as exc:
+        # The self-check proved the code works: an error on a validated request is about this input.
+        MODEL_REJECTIONS.labels(route).inc()
+        log.warning("request %s: %s", request_id, exc)
+        loc = ["body", "instances"] + ([exc.index] if exc.index is not None else [])
+        problem = {"loc": loc, "field": field_path(loc), "msg": f"the model cannot take this input: {exc.cause}",
+                   "type": "model_error"}
+        return invalid([problem], request_id)
+    except Exception as exc:  # the server's own fault: keep the traceback in the log
+        log.exception("request %s: the server failed", request_id)
+        detail = f"the server failed: {type(exc).__name__}: {exc}"
+        return answer_json(500, {"detail": detail, "request_id": request_id}, request_id)
     MONITOR.record(checked, predictions, time.perf_counter() - started)  # monitoring: drift window + log
-    # Returned as-is (already JSON values); response_model documents it in OpenAPI without re-validating.
-    return JSONResponse({"predictions": predictions, "model": {"name": service.name, "version": service.version},
-                         "request_id": request_id()})
+    return answer_json(200, {"predictions": predictions, "model": service.model, "request_id": request_id}, request_id)
 
 
-@app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
-def predict(request: PredictRequest) -> JSONResponse:
-    return answer(request)
+@app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, openapi_extra=REQUEST_BODY)
+async def predict(request: Request) -> Response:
+    return await handle_predict(request, "/predict")
 
 
-@app.post("/v1/models/{name}:predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
-def predict_by_name(name: str, request: PredictRequest) -> JSONResponse:
+@app.post("/v1/models/{name}:predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
+          openapi_extra=REQUEST_BODY)
+async def predict_by_name(name: str, request: Request) -> Response:
     """The same as /predict, at the TensorFlow Serving / KServe v1 address."""
     if name != service.name:
-        raise HTTPException(404, f"name: no model {name!r} here; this service serves {service.name!r}")
-    return answer(request)
+        request_id = request_id_of()
+        detail = f"name: no model {name!r} here; this service serves {service.name!r}"
+        return answer_json(404, {"detail": detail, "request_id": request_id}, request_id)
+    return await handle_predict(request, "/v1/models/{name}:predict")
+
+
+# Probes and metadata answer on the event loop itself: never queued behind the model's thread pool.
 
 
 @app.get("/healthz")
-def healthz() -> dict:
+async def healthz() -> dict:
     return {"status": "alive"}
 
 
 @app.get("/readyz", responses={503: {"description": "Not ready, with the reason"}})
-def readyz() -> JSONResponse:
+async def readyz() -> JSONResponse:
     if service.ready:
         return JSONResponse({"status": "ready"})
     return JSONResponse(status_code=503, content={"status": "not ready", "reason": service.not_ready_reason})
 
 
 @app.get("/metrics")
-def metrics() -> Response:
+async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.get("/version")
-def version() -> dict:
+async def version() -> dict:
     return service.version_info

@@ -7,11 +7,14 @@ One instance of a request is {{ input | describe_instance }} (app/kinds.py).
 Validation is strict (no silent type coercion, no unknown fields) so that what reaches the model is
 what the notebook's code was written for. app/convert.py turns the validated instances back into the
 sample's type.
+A request body is decoded and validated in one pass (``decode_request``: pydantic's JSON parser
+straight to plain lists and dicts).
 """
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, with_config
+from typing_extensions import NotRequired, TypedDict
 {%- if input | has_datetimes %}
 from pydantic import AwareDatetime, BeforeValidator, NaiveDatetime, Strict
 
@@ -29,13 +32,14 @@ AwareIsoDatetime = Annotated[AwareDatetime, Strict(False), BeforeValidator(iso_s
 {%- endif %}
 
 {% if input.kind in ("dataframe", "records") %}
-class Instance(BaseModel):
-    """One {{ "row" if input.kind == "dataframe" else "record" }}. Nullable fields accept null and may be left out."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
-{% for line in input.columns | model_fields %}
+# One {{ "row" if input.kind == "dataframe" else "record" }}, keyed by the sample's own column names. A TypedDict, not a model: a request
+# is validated straight from its JSON into plain dicts, with no object per row. Nullable fields accept
+# null and may be left out.
+Instance = with_config(ConfigDict(extra="forbid", strict=True))(TypedDict("Instance", {
+{%- for line in input.columns | typed_dict_fields %}
     {{ line }}
 {%- endfor %}
+}))
 {% elif input.kind == "ndarray" %}
 # One row of {{ input.width }} values{{ ", null for a missing value (NaN)" if input.nullable else "" }}.
 Instance = Annotated[
@@ -85,16 +89,12 @@ class PredictResponse(BaseModel):
 
     predictions: list[Prediction] = Field(description="One prediction per instance, in order.")
     model: ModelInfo
-    request_id: str = Field(description="X-Request-ID of the request (or a new id); POST /feedback takes it.")
+    request_id: str = Field(description="The request's X-Request-ID header, or a new id; also sent as that header. POST /feedback takes it.")
 
 
-def instances_as_json(request: PredictRequest) -> list:
-    """The validated instances as plain JSON values, the form app.convert expects."""
-{%- if input.kind == "dataframe" %}
-    return [instance.model_dump(by_alias=True) for instance in request.instances]
-{%- elif input.kind == "records" %}
-    # Fields left out stay left out, as in the sample's records.
-    return [instance.model_dump(by_alias=True, exclude_unset=True) for instance in request.instances]
-{%- else %}
-    return request.instances
-{%- endif %}
+def decode_request(body: bytes) -> list:
+    """The raw JSON body -> its validated instances as plain JSON values (the form app.convert expects).
+
+    Raises pydantic.ValidationError naming each bad field.
+    """
+    return PredictRequest.model_validate_json(body).instances

@@ -35,3 +35,11 @@ def test_unknown_model_name_is_404(client, ship):
     response = client.post(f"/v1/models/not-{ship['name']}:predict", json={"instances": ship["golden"]["instances"][:1]})
     assert response.status_code == 404
     assert "name" in response.json()["detail"]
+
+
+def test_request_id_is_returned_in_header_and_body(client, ship):
+    instances = ship["golden"]["instances"][:1]
+    given = client.post("/predict", json={"instances": instances}, headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123" and given.json()["request_id"] == "abc-123"
+    fresh = client.post("/predict", json={"instances": instances})
+    assert len(fresh.headers["x-request-id"]) == 32 and fresh.json()["request_id"] == fresh.headers["x-request-id"]

@@ -70,6 +70,7 @@ def test_response_schema_lists_predictions_and_model(client, ship):
     openapi = client.get("/openapi.json").json()
     response = operation(openapi, "/predict")["responses"]["200"]["content"]["application/json"]["schema"]
     body = resolve(openapi, response)
+    # request_id: the X-Request-ID of the request (or a new id), in the body as in the header.
     assert set(body["properties"]) == {"predictions", "model", "request_id"}
     assert set(resolve(openapi, body["properties"]["model"])["properties"]) == {"name", "version"}
     prediction = resolve(openapi, body["properties"]["predictions"]["items"])

@@ -1,0 +1,200 @@
+"""Micro-batching and failure isolation in the generated service (issues 11 and 12.1).
+
+A notebook's DataFrame pipeline with a feature function is exported; the live service (real uvicorn)
+gets many concurrent requests, one of them with values the model cannot take. The good ones get the
+notebook's own predictions, the bad one a 422 naming its instance and the model's error, and the
+service made fewer model calls than it got requests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from support.notebooks import ok_cell
+
+PIPELINE = """
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"tenure": rng.integers(1, 72, 200).astype(float),
+                       "monthly": rng.uniform(10, 120, 200),
+                       "plan": rng.choice(["basic", "pro"], 200)})
+    y = (df["monthly"] * df["tenure"] > 2500).astype(int)
+
+    def add_features(frame):
+        frame = frame.copy()
+        frame["total"] = frame["tenure"] * frame["monthly"]  # overflows to inf on huge inputs
+        frame["pro"] = (frame["plan"] == "pro").astype(int)
+        return frame[["tenure", "monthly", "total", "pro"]]
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(add_features(df), y)
+"""
+
+
+def export_pipeline(ipython) -> Path:
+    ok_cell(ipython, PIPELINE)
+    ok_cell(ipython, """
+        %%ship churn --sample df.head(12) --no-verify
+        def predict(frame):
+            return clf.predict_proba(add_features(frame))[:, 1]
+    """)
+    return Path("services/churn").resolve()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$" if labels else rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+    values = [float(v) for v in re.findall(pattern, text, re.M)]
+    return sum(values)
+
+
+def test_rowwise_pipeline_is_batched_and_one_bad_request_fails_alone(ipython, serve):
+    project = export_pipeline(ipython)
+    ship = json.loads((project / "ship.json").read_text())
+    assert ship["batching"]["enabled"] is True, ship["batching"]
+    assert "row-wise" in ship["batching"]["reason"]
+    review = (project / "REVIEW.md").read_text()
+    assert "## Micro-batching" in review and "| yes |" in review
+
+    rows = ipython.user_ns["df"].iloc[20:84]
+    expected = ipython.user_ns["clf"].predict_proba(ipython.user_ns["add_features"](rows))[:, 1].tolist()
+    instances = json.loads(rows.to_json(orient="records"))
+    service = serve(project)
+    bad_index = 17
+    bodies = [{"instances": [instance]} for instance in instances]
+    bodies[bad_index] = {"instances": [instances[0], {"tenure": 1e292, "monthly": -3.6e307, "plan": "pro"}]}
+
+    def ask(pair):
+        index, body = pair
+        headers = {"X-Request-ID": f"req-{index}"}
+        return httpx.post(f"{service.url}/predict", json=body, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(ask, enumerate(bodies)))
+
+    for index, response in enumerate(responses):
+        assert response.headers["x-request-id"] == f"req-{index}"
+        if index == bad_index:
+            continue
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["request_id"] == f"req-{index}"
+        assert body["predictions"] == [expected[index]] or abs(body["predictions"][0] - expected[index]) < 1e-9
+
+    bad = responses[bad_index]
+    assert bad.status_code == 422, bad.text
+    detail = bad.json()
+    assert detail["request_id"] == f"req-{bad_index}"
+    assert detail["detail"][0]["field"] == "instances[1]"  # the huge row, not the good one before it
+    assert "infinity" in detail["message"] and "ValueError" in detail["message"]
+
+    # The same on the KServe address; a request without an id gets a fresh one, in header and body.
+    v1 = httpx.post(f"{service.url}/v1/models/churn:predict", json=bodies[bad_index], timeout=30)
+    assert v1.status_code == 422 and v1.json()["detail"][0]["field"] == "instances[1]"
+    assert re.fullmatch(r"[0-9a-f]{32}", v1.headers["x-request-id"])
+    assert v1.json()["request_id"] == v1.headers["x-request-id"]
+
+    text = httpx.get(f"{service.url}/metrics").text
+    assert metric(text, "mlship_model_rejections_total", '{route="/predict"}') == 1
+    assert metric(text, "mlship_model_rejections_total", '{route="/v1/models/{name}:predict"}') == 1
+    calls = metric(text, "mlship_batch_requests_count")
+    coalesced = metric(text, "mlship_batch_requests_sum")
+    assert coalesced >= len(bodies) and calls < coalesced, (calls, coalesced)  # several requests per call
+
+    service.stop()
+    log = service.process.stdout.read()
+    assert "req-17" in log and "instances[1]: the model cannot take this input" in log
+
+
+def test_batching_can_be_turned_off_in_ship_json_and_healthz_answers_during_a_slow_call(ipython, serve):
+    ok_cell(ipython, """
+        import time
+        import numpy as np
+        from sklearn.linear_model import LinearRegression
+        X = np.random.default_rng(0).normal(size=(30, 2))
+        reg = LinearRegression().fit(X, X[:, 0])
+    """)
+    ok_cell(ipython, """
+        %%ship slow --sample X[:6] --no-verify
+        def predict(x):
+            if (x[:, 0] > 100).any():  # a slow request
+                time.sleep(3)
+            return reg.predict(x)
+    """)
+    project = Path("services/slow").resolve()
+    ship = json.loads((project / "ship.json").read_text())
+    assert ship["batching"]["enabled"] is True
+    ship["batching"]["enabled"] = False
+    (project / "ship.json").write_text(json.dumps(ship))
+    service = serve(project)
+
+    done = threading.Event()
+    answer = {}
+
+    def slow() -> None:
+        answer["response"] = httpx.post(f"{service.url}/predict", json={"instances": [[500.0, 1.0]]}, timeout=30)
+        done.set()
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
+    assert not done.is_set(), "the slow request should still be running while /healthz answered"
+    thread.join(30)
+    assert answer["response"].status_code == 200
+    fast = [httpx.post(f"{service.url}/predict", json={"instances": [[0.1, 0.2]]}, timeout=30) for _ in range(3)]
+    assert all(r.status_code == 200 for r in fast)
+    text = httpx.get(f"{service.url}/metrics").text
+    # Off: every call of the entry function holds exactly one request.
+    assert metric(text, "mlship_batch_requests_count") == metric(text, "mlship_batch_requests_sum") == 4
+    service.stop()
+    assert "micro-batching off" in service.process.stdout.read()
+
+
+def test_entry_function_that_is_not_rowwise_is_not_batched(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.random.default_rng(1).normal(size=(10, 3))
+    """)
+    ok_cell(ipython, """
+        %%ship centred --sample X --no-verify
+        def predict(x):
+            return (x - x.mean(axis=0)).sum(axis=1)  # depends on the other rows of the call
+    """)
+    project = Path("services/centred").resolve()
+    batching = json.loads((project / "ship.json").read_text())["batching"]
+    assert batching["enabled"] is False and batching["reason"].startswith("not row-wise")
+    review = (project / "REVIEW.md").read_text()
+    assert "| no | not row-wise" in review
+
+
+def test_single_row_sample_and_lists_of_strings(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.random.default_rng(1).normal(size=(10, 3))
+        texts = ["good film", "bad", "fine acting", "awful plot"]
+    """)
+    ok_cell(ipython, """
+        %%ship onerow --sample X[:1] --no-verify
+        def predict(x):
+            return x.sum(axis=1)
+    """)
+    ok_cell(ipython, """
+        %%ship lengths --sample texts --no-verify
+        def predict(items):
+            return [len(t) for t in items]
+    """)
+    onerow = json.loads(Path("services/onerow/ship.json").read_text())["batching"]
+    assert onerow["enabled"] is False and "one row" in onerow["reason"]
+    lengths = json.loads(Path("services/lengths/ship.json").read_text())["batching"]
+    assert lengths["enabled"] is True
