@@ -112,7 +112,7 @@ def test_rowwise_pipeline_is_batched_and_one_bad_request_fails_alone(ipython, se
     assert coalesced >= len(bodies) and calls < coalesced, (calls, coalesced)  # several requests per call
 
     service.stop()
-    log = service.process.stdout.read()
+    log = service.output()
     assert "req-17" in log and "instances[1]: the model cannot take this input" in log
 
 
@@ -158,7 +158,7 @@ def test_batching_can_be_turned_off_in_ship_json_and_healthz_answers_during_a_sl
     # Off: every call of the entry function holds exactly one request.
     assert metric(text, "mlship_batch_requests_count") == metric(text, "mlship_batch_requests_sum") == 4
     service.stop()
-    assert "micro-batching off" in service.process.stdout.read()
+    assert "micro-batching off" in service.output()
 
 
 def test_entry_function_that_is_not_rowwise_is_not_batched(ipython):

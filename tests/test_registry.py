@@ -262,39 +262,22 @@ def test_cli_push_models_promote_rollback_pull_diff_gc(projects, registry_env, t
     assert not (registry_env / "churn/versions/5").exists()
 
 
-def test_serve_takes_a_registry_reference(projects, registry_env, tmp_path):
-    import subprocess
+def test_serve_takes_a_registry_reference(projects, registry_env, tmp_path, serve):
     import sys
-    import time
 
     import httpx
-    from support.notebooks import free_port
 
     registry = open_registry()
     registry.push(projects[0])
     registry.push(projects[1])
     registry.promote("churn", "2", "production")
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "jupyter_mlship.cli", "serve", "churn@production",
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "mlship serve churn@production did not become ready in 60 s"
-            time.sleep(0.3)
-        ship = json.loads((projects[1] / "ship.json").read_text())
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": ship["golden"]["instances"]}).json()
-        flat = [x for row in answer["predictions"] for x in row]
-        assert flat == pytest.approx([x for row in ship["golden"]["predictions"] for x in row])
-    finally:
-        process.terminate()
-        process.wait(10)
+    service = serve(tmp_path, command=lambda port: [sys.executable, "-m", "jupyter_mlship.cli", "serve",
+                                                    "churn@production", "--port", str(port)])
+    ship = json.loads((projects[1] / "ship.json").read_text())
+    answer = httpx.post(f"{service.url}/predict", json={"instances": ship["golden"]["instances"]}).json()
+    flat = [x for row in answer["predictions"] for x in row]
+    assert flat == pytest.approx([x for row in ship["golden"]["predictions"] for x in row])
+    service.stop()
     cached = list((tmp_path / "cache").glob("*/churn/2/ship.json"))
     assert len(cached) == 1  # pulled once into the cache, sha256-checked
 
