@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .build.cli import add_build_parser, build_main
 from .errors import ShipError
 
 
@@ -59,14 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
-    try:
-        from .build import add_build_parser, build_main
-    except ImportError:
-        pass
-    else:
-        add_build_parser(sub)
-        if sub.choices["build"].get_default("func") is None:
-            sub.choices["build"].set_defaults(func=build_main)
+    add_build_parser(sub)
+    sub.choices["build"].set_defaults(func=build_main)
     return parser
 
 

@@ -513,10 +513,8 @@ def _verify(project: Path, reporter: Reporter) -> Any:
 
 
 def _build(project: Path, reporter: Reporter) -> str:
-    try:
-        from .build import BuildError, build_image
-    except ImportError as exc:
-        raise ShipError("container builds are not available in this installation") from exc
+    from .build import BuildError, build_image
+
     with _Timer(reporter, "build", str(project)):
         try:
             result = build_image(project, on_line=reporter.log)

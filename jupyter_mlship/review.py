@@ -80,7 +80,7 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
 
 
 def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
-    from .build import cpu_only_reason, gpu_base_image
+    from .build.gpu import cpu_only_reason, gpu_base_image
 
     gpu = gpu_base_image(spec)
     if gpu is not None:

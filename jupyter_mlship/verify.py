@@ -17,18 +17,16 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .capture.environment import normalize, pip_index_settings, python_version
+from .procs import LineCallback, run_streaming
 
-LineCallback = Callable[[str], None]
 StepCallback = Callable[[str, str, "float | None"], None]
 
 REQUIREMENT_FILES = ("requirements.txt", "requirements-test.txt")
@@ -317,48 +315,6 @@ def _test_env(environment: Path) -> dict[str, str]:
                VIRTUAL_ENV=str(environment))
     env["PATH"] = os.pathsep.join([str(_venv_python(environment).parent), env.get("PATH", "")])
     return env
-
-
-def run_streaming(command: list[str], cwd: Path, env: dict[str, str], on_line: LineCallback,
-            timeout: float) -> tuple[int, list[str]]:
-    """Run, passing each output line to ``on_line`` as it arrives; (exit code, lines). Killed at ``timeout``.
-
-    Public so other long-running steps (image builds) can stream the same way."""
-    lines: list[str] = []
-    try:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
-                                   bufsize=1)
-    except OSError as exc:
-        message = f"could not run {command[0]}: {exc}"
-        on_line(message)
-        return 127, [message]
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        timed_out.set()
-        process.kill()
-
-    timer = threading.Timer(timeout, kill)
-    timer.daemon = True
-    timer.start()
-    try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            text = raw.rstrip("\r\n")
-            lines.append(text)
-            on_line(text)
-        code = process.wait()
-    finally:
-        timer.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    if timed_out.is_set():
-        message = f"{Path(command[0]).name} was stopped after {timeout:.0f} s"
-        lines.append(message)
-        on_line(message)
-    return code, lines
 
 
 def _byproducts(project: Path) -> Iterator[Path]:
