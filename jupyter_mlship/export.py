@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from . import __version__
-from .capture.artifacts import SAFE_FORMATS, artifact_strings, format_candidates, load_saved, save_artifact
+from .capture.artifacts import (
+    SAFE_FORMATS,
+    artifact_strings,
+    device_fallback,
+    format_candidates,
+    load_saved,
+    save_artifact,
+)
 from .capture.code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .errors import ShipError
 from .runtime import runtime_module
@@ -55,6 +62,7 @@ class ShipOptions:
     build: bool = False
     allow_secrets: bool = False
     notebook: str | None = None
+    allow_cpu_fallback: bool = False  # a model that ran on a GPU may run on the CPU where none is visible
 
 
 class Reporter(Protocol):
@@ -263,6 +271,7 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
             golden=golden,
             warnings=warnings,
             secrets_allowed=findings,
+            device_fallback=device_fallback([a.device for a in artifacts], options.allow_cpu_fallback),
         )
         return Captured(spec=spec, staging=staging, findings=findings)
     except BaseException:

@@ -190,6 +190,8 @@ class ShipMagics(Magics):
     @argument("--no-verify", action="store_true", help="Skip running the project's tests in a clean environment.")
     @argument("--build", action="store_true", help="Build the container image after a verified export.")
     @argument("--allow-secrets", action="store_true", help="Export even though possible secrets were found (listed in the review).")
+    @argument("--allow-cpu-fallback", action="store_true",
+              help="A model that ran on a GPU may run on the CPU where the service finds none (the entry must not name 'cuda').")
     @argument("--events", action="store_true", help="Emit structured events (used by the JupyterLab panel).")
     @line_cell_magic
     def ship(self, line: str, cell: str | None = None) -> None:
@@ -260,7 +262,8 @@ class ShipMagics(Magics):
         out = Path(os.environ.get(OUT_OVERRIDE_ENV) or _unquote(args.out)).expanduser()
         common = dict(name=_unquote(args.name), sample_expr=_unquote(args.sample), out=out,
                       version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
-                      build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook())
+                      build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook(),
+                      allow_cpu_fallback=args.allow_cpu_fallback)
         if cell is None:
             if not args.model:
                 raise UsageError("%ship needs --model VAR (or use %%ship with the entry function in the cell)")

@@ -67,7 +67,8 @@ def _copy_artifacts(spec: ShipSpec, artifacts_dir: Path | None, model_dir: Path)
             raise ValueError(
                 f"artifact {artifact.name!r}: {source} has sha256 {digest}, but the spec says {artifact.sha256}"
             )
-    manifest = {"artifacts": [artifact.model_dump() for artifact in spec.artifacts]}
+    manifest = {"artifacts": [artifact.model_dump() for artifact in spec.artifacts],
+                "device_fallback": spec.device_fallback}
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

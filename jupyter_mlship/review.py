@@ -67,6 +67,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["where", "line", "type", "name"],
         [[f.file, str(f.line or ""), f.type, f"`{f.name}`" if f.name else ""] for f in spec.secrets_allowed],
     ))
+    sections.append(("Devices", ["artifact", "ran on in the notebook", "served on", "no GPU in the service"],
+                     _device_rows(spec)))
     sections.append(("Container image", ["base image", "why"], [list(_base_image_choice(spec))]))
     if verify is None:
         verify_rows = [["not run", "", "", ""]]
@@ -77,6 +79,22 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ]]
     sections.append(("Verification (tests in a clean environment)", ["result", "passed", "failed", "time"], verify_rows))
     return sections
+
+
+def _device_rows(spec: ShipSpec) -> list[list[str]]:
+    """Where each model runs in the service, and what happens where there is no GPU."""
+    rows = []
+    for artifact in spec.artifacts:
+        if not artifact.device.startswith("cuda"):
+            rows.append([f"`{artifact.name}`", artifact.device, "cpu", "runs on the CPU"])
+            continue
+        if spec.device_fallback:
+            without = "falls back to the CPU (--allow-cpu-fallback): the entry must not name `cuda` itself"
+        else:
+            without = "not ready: /readyz 503 says why (export with --allow-cpu-fallback, or set MLSHIP_DEVICE=cpu)"
+        rows.append([f"`{artifact.name}`", artifact.device,
+                     f"{artifact.device} when visible (else cuda:0); MLSHIP_DEVICE overrides", without])
+    return rows
 
 
 def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:

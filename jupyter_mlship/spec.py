@@ -48,6 +48,7 @@ class ArtifactSpec(SpecModel):
     frameworks: dict[str, str] = Field(default_factory=dict)  # distribution -> version it was saved with
     loader: dict[str, Any] = Field(default_factory=dict)  # format-specific (trusted types, init kwargs...)
     cell: int | None = None
+    device: str = "cpu"  # where the object lived in the kernel: "cpu", "cuda:0", ... (torch models)
 
 
 class Requirement(SpecModel):
@@ -139,6 +140,9 @@ class ShipSpec(SpecModel):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     warnings: list[str] = Field(default_factory=list)
     secrets_allowed: list[SecretFinding] = Field(default_factory=list)  # findings the user overrode
+    # With no GPU where it runs, may a model that lived on one run on the CPU instead? True when every
+    # model ran on the CPU, or when the export said --allow-cpu-fallback.
+    device_fallback: bool = True
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
