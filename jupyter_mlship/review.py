@@ -98,11 +98,11 @@ def _device_rows(spec: ShipSpec) -> list[list[str]]:
 
 
 def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
-    from .build.gpu import cpu_only_reason, gpu_base_image
+    from .build.gpu import cpu_only_reason, default_gpu_base
 
-    gpu = gpu_base_image(spec)
+    gpu = default_gpu_base(spec)
     if gpu is not None:
-        return f"`{gpu[0]}`", _escape(gpu[1])
+        return f"`{gpu.image}`", _escape(gpu.reason)
     slim = "python:" + ".".join(spec.python_version.split(".")[:2]) + "-slim"
     return f"`{slim}`", _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
 

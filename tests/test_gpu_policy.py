@@ -21,15 +21,17 @@ import pytest
 import yaml
 from IPython.core.magic_arguments import parse_argstring
 
-from jupyter_mlship.capture.artifacts import device_fallback
 from jupyter_mlship.build.gpu import (
     CUDA_IMAGE_RELEASES,
     CUDA_IMAGE_TAG,
     cpu_only_reason,
     cuda_version,
+    default_gpu_base,
     gpu_base,
     gpu_base_image,
 )
+from jupyter_mlship.capture.artifacts import device_fallback
+from jupyter_mlship.capture.cpu_builds import cpu_only_pins, rename_frameworks, versions_on_index
 from jupyter_mlship.render import render_project
 from jupyter_mlship.review import review_markdown
 from jupyter_mlship.runtime import runtime_module
@@ -397,3 +399,75 @@ def test_the_gpu_check_script_runs_on_the_cpu_and_says_so(tmp_path):
     assert report["gpu"] is False and report["served_on"] == "cpu" and report["predictions_equal"] is True
     assert report["latency_ms"]["1"] > 0 and report["latency_ms"]["200"] > 0
     assert "no GPU" in done.stdout
+
+
+# --- CPU images carry no CUDA ----------------------------------------------------------------------------------
+
+
+def req(name: str, version: str, *because: str):
+    from jupyter_mlship.spec import Requirement
+
+    return Requirement(name=name, version=version, because=list(because))
+
+
+XGBOOST_PINS = [req("numpy", "2.4.6", "numpy", "scipy", "xgboost"), req("nvidia-nccl-cu12", "2.28.9", "xgboost"),
+                req("scipy", "1.17.0", "xgboost"), req("xgboost", "3.2.0", "xgboost")]
+
+
+def test_a_cpu_capture_pins_xgboost_cpu_and_leaves_nccl_out():
+    asked = []
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name: asked.append(name) or ["3.2.0", "3.1.3"])
+    assert asked == ["xgboost-cpu"]
+    assert [r.line for r in pins.requirements] == ["numpy==2.4.6", "scipy==1.17.0", "xgboost-cpu==3.2.0"]
+    assert pins.dropped == ["nvidia-nccl-cu12==2.28.9"] and not pins.warnings
+    assert pins.requirements[-1].because == ["xgboost"]
+
+
+@pytest.mark.parametrize(("answer", "why"), [(["3.1.3"], "has no xgboost-cpu==3.2.0"), (None, "could not be asked")])
+def test_without_the_twin_on_the_index_the_pin_stays_with_a_warning(answer, why):
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name: answer)
+    assert [r.name for r in pins.requirements] == ["numpy", "nvidia-nccl-cu12", "scipy", "xgboost"]
+    (warning,) = pins.warnings
+    assert why in warning and "xgboost==3.2.0 is pinned although the model ran on the CPU" in warning
+
+
+def test_cuda_libraries_another_library_needs_are_kept():
+    pins = cpu_only_pins([*XGBOOST_PINS[:1], req("nvidia-nccl-cu12", "2.28.9", "torch", "xgboost"),
+                          *XGBOOST_PINS[2:]], lambda name: ["3.2.0"])
+    assert "nvidia-nccl-cu12" in [r.name for r in pins.requirements] and not pins.dropped
+
+
+def test_frameworks_are_checked_under_the_twins_name():
+    artifact = tiny_spec().artifacts[0].model_copy(update={"frameworks": {"xgboost": "3.2.0", "numpy": "2.4.6"}})
+    (renamed,) = rename_frameworks([artifact], {"xgboost": "xgboost-cpu"})
+    assert renamed.frameworks == {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
+
+
+def test_the_index_is_asked_through_pip_with_the_users_settings(tmp_path, monkeypatch):
+    """A local simple index (file://) stands in for the user's index; pip reads it from its config."""
+    page = tmp_path / "simple" / "xgboost-cpu"
+    page.mkdir(parents=True)
+    wheel = "xgboost_cpu-3.2.0-py3-none-manylinux_2_28_x86_64.whl"
+    (page / wheel).write_bytes(b"")
+    (page / "index.html").write_text(f'<html><body><a href="{wheel}">{wheel}</a></body></html>')
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nindex-url = file://{tmp_path}/simple\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    assert versions_on_index("xgboost-cpu") == ["3.2.0"]
+    assert versions_on_index("lightgbm-cpu") == []
+
+
+def test_a_gpu_model_gets_the_cuda_base_and_a_cpu_model_the_slim_one_whatever_the_pins():
+    cuda_pins = [{"name": "torch", "version": "2.11.0"}, {"name": "cuda-toolkit", "version": "13.0.2"}]
+    on_gpu = tiny_spec(requirements=cuda_pins, artifacts=[{
+        "name": "net", "file": "net.pt", "format": "torch-state-dict", "sha256": "ab" * 32, "size_bytes": 1,
+        "type": "__main__.Net", "device": "cuda:0"}])
+    assert default_gpu_base(on_gpu).image == "nvidia/cuda:13.0.1-runtime-ubuntu24.04"
+    assert "nvidia/cuda:13.0.1-runtime-ubuntu24.04" in review_markdown(on_gpu, None)
+    on_cpu = tiny_spec(requirements=cuda_pins)
+    assert default_gpu_base(on_cpu) is None and "python:3.11-slim" in review_markdown(on_cpu, None)
+    assert "every model ran on the CPU" in cpu_only_reason(on_cpu)

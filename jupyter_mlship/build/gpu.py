@@ -136,8 +136,23 @@ def gpu_base_image(spec: ShipSpec | Mapping[str, Any]) -> tuple[str, str] | None
     return None if base is None else (base.image, base.reason)
 
 
+def runs_on_gpu(spec: ShipSpec | Mapping[str, Any]) -> bool:
+    """A model lived on a CUDA device in the notebook (ship.json: artifacts[].device)."""
+    return any(str(a.get("device", "cpu")).startswith("cuda") for a in _spec_dict(spec).get("artifacts", []))
+
+
+def default_gpu_base(spec: ShipSpec | Mapping[str, Any]) -> GpuBase | None:
+    """The base a build takes without --gpu/--no-gpu: CUDA only for a model that ran on a GPU.
+
+    CUDA libraries in the pins alone (a CUDA build of torch serving a CPU model) do not need a CUDA
+    image: the wheels carry their own libraries and run on the CPU in a slim one."""
+    return gpu_base(spec) if runs_on_gpu(spec) else None
+
+
 def cpu_only_reason(spec: ShipSpec | Mapping[str, Any]) -> str:
     pins = _pins(spec)
+    if gpu_base(spec) is not None:
+        return "every model ran on the CPU in the notebook (build with --gpu for a CUDA image anyway)"
     if "torch" in pins:
         return f"torch=={pins['torch']} is not a CUDA build, so the model runs on the CPU"
     return "the captured requirements hold no CUDA build of torch nor NVIDIA CUDA libraries"

@@ -22,7 +22,7 @@ from ..capture.environment import pip_index_settings
 from ..procs import run_streaming
 from ..spec import ShipSpec
 from .builders import Builder, BuildError, detect_builder, image_size, run_flags, runner_for
-from .gpu import cpu_only_reason, gpu_base_image
+from .gpu import cpu_only_reason, gpu_base_image, runs_on_gpu
 from .pip import pip_pass_through
 from .smoke import smoke_test
 
@@ -189,15 +189,18 @@ def build_image(
     tag = tag or default_tag(spec)
 
     gpu_section: list[str] = []
-    use_gpu = gpu_choice is not None and gpu is not False
+    use_gpu = gpu_choice is not None and (gpu is True or (gpu is None and runs_on_gpu(spec)))
     if use_gpu and gpu_choice is not None:
         if base_image:
             gpu_section.append(f"GPU: --base-image {base_image} given; the suggested CUDA base was {gpu_choice[0]}.")
         else:
             base_image = gpu_choice[0]
             gpu_section.append(f"GPU: base image {gpu_choice[0]}: {gpu_choice[1]}")
-    elif gpu_choice is not None:
+    elif gpu_choice is not None and gpu is False:
         gpu_section.append(f"GPU: --no-gpu: built on the CPU base although {gpu_choice[1].split(';')[0]}.")
+    elif gpu_choice is not None:
+        gpu_section.append("GPU: every model ran on the CPU in the notebook, so the CPU base (--gpu for the "
+                           f"CUDA base {gpu_choice[0]}).")
 
     args: dict[str, str] = {}
     pip = pip_pass_through(pip_index_settings(), chosen)
