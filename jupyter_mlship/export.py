@@ -139,7 +139,7 @@ def _entry_for(options: ShipOptions, user_ns: dict[str, Any],
 
 def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory) -> Captured:
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
-    from .capture.cpu_builds import cpu_only_pins, rename_frameworks
+    from .capture.cpu_builds import cpu_only_pins
     from .capture.environment import capture_requirements, python_version, test_requirements
     from .capture.schema import infer_input_schema, infer_output_schema, make_golden
     from .capture.secrets import scan_for_secrets
@@ -245,7 +245,6 @@ def capture_spec(options: ShipOptions, user_ns: dict[str, Any], history: CellHis
         if not any(a.device.startswith("cuda") for a in artifacts):
             cpu = cpu_only_pins(requirements)  # CPU images carry no CUDA
             requirements, warnings = cpu.requirements, warnings + cpu.warnings
-            artifacts = rename_frameworks(artifacts, cpu.renamed)
         for artifact in artifacts:
             if artifact.size_bytes > LARGE_ARTIFACT_BYTES:
                 warnings.append(f"artifact `{artifact.name}` is large ({artifact.size_bytes // 2**20} MiB)")

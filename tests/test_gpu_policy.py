@@ -31,7 +31,7 @@ from jupyter_mlship.build.gpu import (
     gpu_base_image,
 )
 from jupyter_mlship.capture.artifacts import device_fallback
-from jupyter_mlship.capture.cpu_builds import cpu_only_pins, rename_frameworks, versions_on_index
+from jupyter_mlship.capture.cpu_builds import cpu_only_pins, versions_on_index
 from jupyter_mlship.render import render_project
 from jupyter_mlship.review import review_markdown
 from jupyter_mlship.runtime import runtime_module
@@ -437,10 +437,19 @@ def test_cuda_libraries_another_library_needs_are_kept():
     assert "nvidia-nccl-cu12" in [r.name for r in pins.requirements] and not pins.dropped
 
 
-def test_frameworks_are_checked_under_the_twins_name():
-    artifact = tiny_spec().artifacts[0].model_copy(update={"frameworks": {"xgboost": "3.2.0", "numpy": "2.4.6"}})
-    (renamed,) = rename_frameworks([artifact], {"xgboost": "xgboost-cpu"})
-    assert renamed.frameworks == {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
+def test_the_service_accepts_the_cpu_twin_of_the_library_an_artifact_was_saved_with(monkeypatch):
+    installed = {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
+
+    def version(name):
+        if name not in installed:
+            raise loaders.importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(loaders.importlib.metadata, "version", version)
+    loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0", "numpy": "2.4.6"}})
+    installed["xgboost-cpu"] = "3.1.0"
+    with pytest.raises(loaders.ArtifactError, match=r"xgboost 3.1.0 \(saved with 3.2.0\)"):
+        loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0"}})
 
 
 def test_the_index_is_asked_through_pip_with_the_users_settings(tmp_path, monkeypatch):

@@ -18,10 +18,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..spec import ArtifactSpec, Requirement
+from ..spec import Requirement
 from .environment import normalize
 
-# Distribution whose wheel carries CUDA -> its CPU-only twin, released with the same versions.
+# Distribution whose wheel carries CUDA -> its CPU-only twin, released with the same versions. The
+# service's loader (app/loaders.py, CPU_TWINS) accepts the twin where an artifact names the original.
 CPU_TWINS = {"xgboost": "xgboost-cpu"}
 # Distributions that only serve CUDA: left out when nothing but a replaced distribution needed them.
 CUDA_ONLY = re.compile(r"^(nvidia-[a-z0-9-]+|cuda-(toolkit|bindings|core|pathfinder|python)|cupy-cuda[0-9x]+)$")
@@ -82,9 +83,3 @@ def cpu_only_pins(requirements: Iterable[Requirement], versions: VersionsOnIndex
             result.requirements.append(requirement)
     result.requirements.sort(key=lambda r: normalize(r.name))
     return result
-
-
-def rename_frameworks(artifacts: list[ArtifactSpec], renamed: dict[str, str]) -> list[ArtifactSpec]:
-    """The service checks each artifact's library versions by distribution name: use the twin's."""
-    return [a.model_copy(update={"frameworks": {renamed.get(normalize(k), k): v for k, v in a.frameworks.items()}})
-            for a in artifacts]

@@ -33,6 +33,8 @@ ALLOW_SKEW_ENV = "MLSHIP_ALLOW_VERSION_SKEW"
 DEVICE_ENV = "MLSHIP_DEVICE"
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 MOVABLE_FORMATS = {"torch-state-dict", "torch-pickle"}  # the formats whose objects can change device
+# The same release without CUDA code: CPU images pin it instead (requirements.txt), same module, same version.
+CPU_TWINS = {"xgboost": "xgboost-cpu"}
 
 
 class ArtifactError(RuntimeError):
@@ -166,16 +168,23 @@ def load_artifact_file(entry: dict[str, Any], model_dir: Path, namespace: dict[s
         ) from exc
 
 
+def _installed_version(dist: str) -> str:
+    for name in (dist, CPU_TWINS.get(dist.lower())):
+        if name:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return "not installed"
+
+
 def check_versions(entry: dict[str, Any]) -> None:
     """Refuse to load with other library versions than the notebook saved with."""
     if os.environ.get(ALLOW_SKEW_ENV) == "1":
         return
     skew = []
     for dist, saved in entry.get("frameworks", {}).items():
-        try:
-            installed = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            installed = "not installed"
+        installed = _installed_version(dist)
         if installed != saved:
             skew.append(f"{dist} {installed} (saved with {saved})")
     if skew:
