@@ -480,3 +480,13 @@ def test_a_gpu_model_gets_the_cuda_base_and_a_cpu_model_the_slim_one_whatever_th
     on_cpu = tiny_spec(requirements=cuda_pins)
     assert default_gpu_base(on_cpu) is None and "python:3.11-slim" in review_markdown(on_cpu, None)
     assert "every model ran on the CPU" in cpu_only_reason(on_cpu)
+
+
+def test_a_lightgbm_image_gets_the_openmp_runtime_its_wheel_links(tmp_path):
+    """Seen in a real build: lightgbm's wheel needs libgomp.so.1, which slim images lack (the model did not load)."""
+    lightgbm = render_project(tiny_spec("svc", artifacts=[], requirements=[{"name": "lightgbm", "version": "4.7.0"}]),
+                              None, tmp_path / "lgb")
+    final = (lightgbm / "Dockerfile").read_text().split("\nFROM ${BASE_IMAGE}\n")[-1]
+    assert "apt-get install -y --no-install-recommends libgomp1" in final
+    plain = render_project(tiny_spec("svc", artifacts=[]), None, tmp_path / "plain")
+    assert "libgomp1" not in (plain / "Dockerfile").read_text()
