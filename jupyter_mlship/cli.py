@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .build.cli import add_build_parser, build_main
 from .errors import ShipError
 
 
@@ -310,15 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--html", metavar="FILE", help="Also write a self-contained HTML report.")
     monitor.add_argument("--storage-options", metavar="JSON", help="fsspec options for the log's URL, as JSON.")
     monitor.set_defaults(func=_monitor)
-    try:
-        from .build import add_build_parser, build_main
-    except ImportError:
-        pass
-    else:
-        add_build_parser(sub)
-        build = sub.choices["build"]
-        _add_registry_option(build)
-        build.set_defaults(func=_build_ref(build.get_default("func") or build_main))
+    add_build_parser(sub)
+    build = sub.choices["build"]
+    _add_registry_option(build)
+    build.set_defaults(func=_build_ref(build_main))
     _add_registry_parsers(sub)
     return parser
 

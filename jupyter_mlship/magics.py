@@ -184,6 +184,8 @@ class ShipMagics(Magics):
     @argument("--registry", metavar="URI", help="Registry for --push: a folder or fsspec URL (default: $MLSHIP_REGISTRY, "
                                                 "else ~/.local/share/jupyter-mlship/registry).")
     @argument("--allow-secrets", action="store_true", help="Export even though possible secrets were found (listed in the review).")
+    @argument("--allow-cpu-fallback", action="store_true",
+              help="A model that ran on a GPU may run on the CPU where the service finds none (the entry must not name 'cuda').")
     @argument("--events", action="store_true", help="Emit structured events (used by the JupyterLab panel).")
     @line_cell_magic
     def ship(self, line: str, cell: str | None = None) -> None:
@@ -234,7 +236,8 @@ class ShipMagics(Magics):
                       version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
                       build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook(),
                       push=args.push, registry=_unquote(args.registry),
-                      log_exclude=_unquote(args.log_exclude), guard=args.guard)  # monitoring (issue 10)
+                      log_exclude=_unquote(args.log_exclude), guard=args.guard,  # monitoring (issue 10)
+                      allow_cpu_fallback=args.allow_cpu_fallback)
         if cell is None:
             if not args.model:
                 raise UsageError("%ship needs --model VAR (or use %%ship with the entry function in the cell)")

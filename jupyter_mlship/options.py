@@ -29,3 +29,4 @@ class ShipOptions:
     registry: str | None = None  # registry URI; None: $MLSHIP_REGISTRY, else the default folder
     log_exclude: str | None = None  # monitoring: columns left out of (or hashed in) the inference log, "a,b:hash"
     guard: str | None = None  # monitoring: "flag" (count) or "reject" (422) out-of-training values
+    allow_cpu_fallback: bool = False  # a model that ran on a GPU may run on the CPU where none is visible

@@ -79,7 +79,8 @@ def _copy_artifacts(spec: ShipSpec, artifacts_dir: Path | None, model_dir: Path)
             )
     if spec.reference is not None:  # monitoring (issue 10): the training data's profile, no raw rows
         (model_dir / "reference.json").write_text(json.dumps(spec.reference, indent=1) + "\n", encoding="utf-8")
-    manifest = {"artifacts": [artifact.model_dump() for artifact in spec.artifacts]}
+    manifest = {"artifacts": [artifact.model_dump() for artifact in spec.artifacts],
+                "device_fallback": spec.device_fallback}
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

@@ -99,6 +99,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ["where", "line", "type", "name"],
         [[_escape(f.file), str(f.line or ""), _escape(f.type), _code(f.name) if f.name else ""] for f in spec.secrets_allowed],
     ))
+    sections.append(("Devices", ["artifact", "ran on in the notebook", "served on", "no GPU in the service"],
+                     _device_rows(spec)))
     sections.append(("Container image", ["base image", "why"], [list(_base_image_choice(spec))]))
     if verify is None:
         verify_rows = [["not run", "", "", ""]]
@@ -136,12 +138,28 @@ def _reference_section(spec: ShipSpec) -> tuple[str, list[str], list[list[str]]]
     return title, ["feature", "kind", "null rate", "range / top values", "inference log"], rows
 
 
-def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
-    from .build import cpu_only_reason, gpu_base_image
+def _device_rows(spec: ShipSpec) -> list[list[str]]:
+    """Where each model runs in the service, and what happens where there is no GPU."""
+    rows = []
+    for artifact in spec.artifacts:
+        if not artifact.device.startswith("cuda"):
+            rows.append([f"`{artifact.name}`", artifact.device, "cpu", "runs on the CPU"])
+            continue
+        if spec.device_fallback:
+            without = "falls back to the CPU (--allow-cpu-fallback): the entry must not name `cuda` itself"
+        else:
+            without = "not ready: /readyz 503 says why (export with --allow-cpu-fallback, or set MLSHIP_DEVICE=cpu)"
+        rows.append([f"`{artifact.name}`", artifact.device,
+                     f"{artifact.device} when visible (else cuda:0); MLSHIP_DEVICE overrides", without])
+    return rows
 
-    gpu = gpu_base_image(spec)
+
+def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
+    from .build.gpu import cpu_only_reason, default_gpu_base
+
+    gpu = default_gpu_base(spec)
     if gpu is not None:
-        return _code(gpu[0]), _escape(gpu[1])
+        return _code(gpu.image), _escape(gpu.reason)
     slim = "python:" + ".".join(spec.python_version.split(".")[:2]) + "-slim"
     return _code(slim), _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
 

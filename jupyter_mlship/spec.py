@@ -48,6 +48,7 @@ class ArtifactSpec(SpecModel):
     frameworks: dict[str, str] = Field(default_factory=dict)  # distribution -> version it was saved with
     loader: dict[str, Any] = Field(default_factory=dict)  # format-specific (trusted types, init kwargs...)
     cell: int | None = None
+    device: str = "cpu"  # where the object lived in the kernel: "cpu", "cuda:0", ... (torch models)
 
 
 class Requirement(SpecModel):
@@ -178,6 +179,9 @@ class ShipSpec(SpecModel):
     # The reference profile (capture/reference.py): render writes it to model/reference.json, and ship.json
     # leaves it out so that it lives in one file; read() puts it back from the project beside ship.json.
     reference: dict[str, Any] | None = None
+    # With no GPU where it runs, may a model that lived on one run on the CPU instead? True when every
+    # model ran on the CPU, or when the export said --allow-cpu-fallback.
+    device_fallback: bool = True
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2, exclude={"reference"}) + "\n", encoding="utf-8")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_mlship import build
+from jupyter_mlship.build import builders, image
+from jupyter_mlship.build import cli as build_cli
 from jupyter_mlship.build import (
     Builder,
     BuildError,
@@ -47,7 +49,7 @@ def fake_tools(tmp_path: Path, monkeypatch, **scripts: str) -> Path:
 
 @pytest.fixture
 def plain_cgroups(monkeypatch):
-    monkeypatch.setattr(build, "_cgroups_hybrid_with_v2_controllers", lambda: False)
+    monkeypatch.setattr(builders, "_cgroups_hybrid_with_v2_controllers", lambda: False)
 
 
 # --- builder detection ------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ def test_auto_falls_back_to_podman_when_docker_has_no_daemon(tmp_path, monkeypat
 
 def test_auto_does_not_wait_for_a_hanging_docker(tmp_path, monkeypatch, plain_cgroups):
     fake_tools(tmp_path, monkeypatch, docker="sleep 30", buildah="exit 0")
-    monkeypatch.setattr(build, "DOCKER_INFO_TIMEOUT", 0.5)
+    monkeypatch.setattr(builders, "DOCKER_INFO_TIMEOUT", 0.5)
     started = time.monotonic()
     assert detect_builder().name == "buildah"
     assert time.monotonic() - started < 5
@@ -92,13 +94,13 @@ def test_explicit_docker_without_daemon_is_refused(tmp_path, monkeypatch, plain_
 
 
 def test_podman_uses_runc_where_crun_cannot_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "_cgroups_hybrid_with_v2_controllers", lambda: True)
+    monkeypatch.setattr(builders, "_cgroups_hybrid_with_v2_controllers", lambda: True)
     fake_tools(tmp_path, monkeypatch, podman="echo crun", runc="exit 0")
     assert detect_builder("podman").runtime == "runc"
 
 
 def test_podman_without_runc_on_hybrid_cgroups_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "_cgroups_hybrid_with_v2_controllers", lambda: True)
+    monkeypatch.setattr(builders, "_cgroups_hybrid_with_v2_controllers", lambda: True)
     fake_tools(tmp_path, monkeypatch, podman="echo crun")
     with pytest.raises(BuildError, match=r"crun cannot start containers.*apt-get install runc"):
         detect_builder("podman")
@@ -267,7 +269,7 @@ def test_cli_options_reach_build_image(tmp_path, monkeypatch):
     import argparse
 
     seen = {}
-    monkeypatch.setattr(build, "build_image", lambda project, **kwargs: seen.update(kwargs, project=project))
+    monkeypatch.setattr(build_cli, "build_image", lambda project, **kwargs: seen.update(kwargs, project=project))
     parser = argparse.ArgumentParser()
     build.add_build_parser(parser.add_subparsers())
     args = parser.parse_args(["build", "svc", "--builder", "podman", "--tag", "t:1", "--base-image", "b",
@@ -282,7 +284,7 @@ def test_cli_options_reach_build_image(tmp_path, monkeypatch):
 
 def test_build_log_is_streamed_while_the_build_runs():
     seen: list[tuple[str, float]] = []
-    code = build._stream([sys.executable, "-u", "-c", "import time; print('one'); time.sleep(1.5); print('two')"],
+    code = image._stream([sys.executable, "-u", "-c", "import time; print('one'); time.sleep(1.5); print('two')"],
                          lambda line: seen.append((line, time.monotonic())))
     assert code == 0 and [line for line, _ in seen] == ["one", "two"]
     assert seen[1][1] - seen[0][1] > 1.0  # "one" arrived before the process finished
@@ -290,7 +292,7 @@ def test_build_log_is_streamed_while_the_build_runs():
 
 def test_push_tags_under_the_registry(monkeypatch):
     commands = []
-    monkeypatch.setattr(build, "_stream", lambda cmd, on_line: commands.append(cmd) or 0)
+    monkeypatch.setattr(image, "_stream", lambda cmd, on_line: commands.append(cmd) or 0)
     assert build.push_image(PODMAN, "churn:3", "registry.example/ml/", print) == "registry.example/ml/churn:3"
     assert commands == [["/usr/bin/podman", "tag", "churn:3", "registry.example/ml/churn:3"],
                         ["/usr/bin/podman", "push", "registry.example/ml/churn:3"]]

@@ -158,7 +158,8 @@ def test_xgboost_on_an_array_through_the_line_magic(tmp_path, serve):
     project = services / "boost"
     facts = common_project_checks(project)
     assert facts["manifest"]["artifacts"][0]["format"] == "xgboost-json"
-    assert "xgboost" in facts["requirements"]
+    # A CPU model: the CPU-only build of the same release, without the CUDA library xgboost's wheel needs.
+    assert "xgboost-cpu" in facts["requirements"] and "nvidia-nccl-cu12" not in facts["requirements"]
     assert facts["spec"]["input"]["kind"] == "ndarray" and facts["spec"]["input"]["width"] == 6
     assert facts["spec"]["input"]["nullable"] is True
     check_service(project, serve, tmp_path / "expected.json")

@@ -21,8 +21,9 @@ from ..errors import ShipError
 from ..options import ShipOptions
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_name
-from .artifacts import choose_format
+from .artifacts import choose_format, device_fallback
 from .batching import prove_rowwise
+from .cpu_builds import cpu_only_pins
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .environment import distributions_for_modules, python_version, service_modules, test_requirements
 from .reference import build_reference, monitoring_options
@@ -98,6 +99,9 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         pins = service_requirements(modules, python_version())  # resolved for the container's platform
         requirements = pins.requirements
         warnings += pins.warnings
+        if not any(a.device.startswith("cuda") for a in artifacts):
+            cpu = cpu_only_pins(requirements)  # CPU images carry no CUDA (xgboost-cpu where it exists)
+            requirements, warnings = cpu.requirements, warnings + cpu.warnings
         warnings += _artifact_warnings(artifacts)
         spec = ShipSpec(
             name=options.name,
@@ -124,6 +128,7 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
             secrets_allowed=findings,
             monitoring=monitoring,
             reference=reference_profile,
+            device_fallback=device_fallback([a.device for a in artifacts], options.allow_cpu_fallback),
         )
         return Captured(spec=spec, staging=staging, findings=findings)
     except BaseException:

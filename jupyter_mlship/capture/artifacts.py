@@ -15,7 +15,7 @@ import json
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import ShipError
 from .code import MainReferenceScanner, constant_source
@@ -33,6 +33,25 @@ def qualified_type(value: Any) -> str:
 def _is_torch_module(value: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def object_device(value: Any) -> str:
+    """The device a model lives on: a torch module's parameters (or buffers), a tensor's; else "cpu"."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "cpu"
+    if isinstance(value, torch.Tensor):
+        return str(value.device)
+    if isinstance(value, torch.nn.Module):
+        for tensor in (*value.parameters(), *value.buffers()):
+            return str(tensor.device)
+    return "cpu"
+
+
+def device_fallback(devices: Iterable[str], allowed_by_flag: bool) -> bool:
+    """May the service run these models on the CPU when it finds no GPU? Yes for models that ran on
+    the CPU; for a model that ran on a GPU only when the export said so (its entry may name "cuda")."""
+    return allowed_by_flag or all(not device.startswith("cuda") for device in devices)
 
 
 def format_candidates(value: Any, refers_to_notebook: bool) -> list[str]:
@@ -116,6 +135,7 @@ def save_artifact(
         frameworks=frameworks,
         loader=loader,
         cell=cell,
+        device=object_device(value),
     )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import json
 import os
 from dataclasses import asdict
@@ -14,10 +12,8 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 
-from .. import history
+from .. import build, history
 from .builds import BuildRunner, ProjectNotFound, resolve_project
-
-NO_BUILD_MODULE = "container builds are not available in this version"
 
 
 class MlshipHandler(ExtensionHandlerMixin, APIHandler):
@@ -61,18 +57,13 @@ class HistoryHandler(MlshipHandler):
 class BuildersHandler(MlshipHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        if importlib.util.find_spec("jupyter_mlship.build") is None:
-            self.write_json({"available": False, "builder": None, "reason": NO_BUILD_MODULE})
-            return
-        build = importlib.import_module("jupyter_mlship.build")
-        build_error = getattr(build, "BuildError", Exception)
         try:
             # Detection runs `docker info`-like probes: keep them off the event loop.
             builder = await asyncio.get_running_loop().run_in_executor(None, build.detect_builder)
-        except build_error as exc:
+        except build.BuildError as exc:
             self.write_json({"available": False, "builder": None, "reason": str(exc)})
             return
-        self.write_json({"available": True, "builder": getattr(builder, "name", None) or str(builder), "reason": ""})
+        self.write_json({"available": True, "builder": builder.name, "reason": ""})
 
 
 class BuildStartHandler(MlshipHandler):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .envs import MARKER, VerifyError, cache_root, ensure_environment, environment_key, find_uv, venv_python
 from .results import TestReport, read_junit_xml
-from .streaming import run_streaming
+from ..procs import run_streaming
 
 __all__ = [
     "MARKER", "TestReport", "VerifyError", "VerifyResult", "cache_root", "environment_key", "find_uv",

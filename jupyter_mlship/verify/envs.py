@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..capture.environment import find_uv, normalize, pip_index_settings, python_version
-from .streaming import run_streaming
+from ..procs import run_streaming
 
 LineCallback = Callable[[str], None]
 

@@ -4,6 +4,11 @@ Every file is checked against the sha256 recorded when it was saved, and the lib
 read it must be at the versions it was saved with: a changed file or a version skew stops the
 service at start-up instead of serving different predictions. Objects that refer to functions
 or classes defined in the notebook (``__main__`` there) find them in ``app.features``.
+
+Each torch model goes to the device it lived on in the notebook (recorded in the manifest) when
+that device is here; ``MLSHIP_DEVICE=cpu|cuda|cuda:N`` overrides. With no GPU, a model that ran on
+one falls back to the CPU only when the export allowed it (``device_fallback`` in the manifest);
+otherwise loading fails and /readyz says why. ``PLACEMENTS`` records where each model went.
 """
 
 from __future__ import annotations
@@ -15,39 +20,126 @@ import io
 import json
 import os
 import pickle
+import re
 import sys
+import types
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 MODEL_DIR = Path(os.environ.get("MLSHIP_MODEL_DIR", Path(__file__).resolve().parent.parent / "model"))
 FEATURES_MODULE = "app.features"  # where the notebook's own functions and classes live in the service
 ALLOW_SKEW_ENV = "MLSHIP_ALLOW_VERSION_SKEW"
+DEVICE_ENV = "MLSHIP_DEVICE"
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+MOVABLE_FORMATS = {"torch-state-dict", "torch-pickle"}  # the formats whose objects can change device
+# The same release without CUDA code: CPU images pin it instead (requirements.txt), same module, same version.
+CPU_TWINS = {"xgboost": "xgboost-cpu"}
 
 
 class ArtifactError(RuntimeError):
     """An artifact cannot be loaded faithfully; the message names the file and the reason."""
 
 
-def read_manifest(model_dir: Path = MODEL_DIR) -> dict[str, dict[str, Any]]:
+class DeviceUnavailable(ArtifactError):
+    """The device a model needs is not here, and the export did not allow the CPU instead."""
+
+
+@dataclass
+class Placement:
+    """Where one artifact lives in this process, and why there."""
+
+    device: str  # "cpu", "cuda:0", ...
+    recorded: str  # where it lived in the notebook
+    why: str
+
+    def as_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+PLACEMENTS: dict[str, Placement] = {}
+
+
+def _read_manifest_file(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "manifest.json"
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["artifacts"]
-    except (OSError, ValueError, KeyError) as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path} is missing or not a valid manifest: {exc}") from exc
-    return {entry["name"]: entry for entry in entries}
+    return manifest
+
+
+def read_manifest(model_dir: Path = MODEL_DIR) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in _read_manifest_file(model_dir)["artifacts"]}
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can use (0 without torch or without a GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def choose_device(recorded: str, *, fallback_allowed: bool, override: str | None, gpus: int) -> Placement:
+    """Where a movable (torch) model goes: a pure decision, so it is tested without a GPU."""
+    if override:
+        if not DEVICE_PATTERN.match(override):
+            raise DeviceUnavailable(f"{DEVICE_ENV}={override!r} is not a device: use cpu, cuda or cuda:N")
+        index = int(override.partition(":")[2] or 0)
+        if override != "cpu" and index >= gpus:
+            raise DeviceUnavailable(
+                f"{DEVICE_ENV}={override} asks for a GPU, but {gpus} CUDA device(s) are visible here"
+            )
+        device = "cuda:0" if override == "cuda" else override
+        return Placement(device, recorded, f"{DEVICE_ENV}={override}")
+    if not recorded.startswith("cuda"):
+        return Placement("cpu", recorded, "it ran on the CPU in the notebook")
+    if gpus > 0:
+        index = int(recorded.partition(":")[2] or 0)
+        if index < gpus:
+            return Placement(f"cuda:{index}", recorded, f"it ran on {recorded} in the notebook")
+        return Placement("cuda:0", recorded, f"it ran on {recorded} in the notebook; {gpus} GPU(s) here, so cuda:0")
+    if fallback_allowed:
+        return Placement("cpu", recorded, f"it ran on {recorded} in the notebook; no GPU is visible here and "
+                                          "the export allows the CPU instead (--allow-cpu-fallback)")
+    raise DeviceUnavailable(
+        f"the model ran on {recorded} in the notebook, but no GPU is visible here (torch.cuda.is_available() "
+        f"is False) and the export did not allow the CPU: run it on a GPU node, set {DEVICE_ENV}=cpu, "
+        "or export again with --allow-cpu-fallback"
+    )
+
+
+def placement_for(entry: dict[str, Any], fallback_allowed: bool) -> Placement:
+    """The device of one manifest entry in this process."""
+    recorded = entry.get("device", "cpu")
+    if entry["format"] not in MOVABLE_FORMATS:
+        return Placement("cpu", recorded, f"{entry['format']} objects run on the CPU")
+    override = os.environ.get(DEVICE_ENV, "").strip() or None
+    gpus = visible_gpus() if override != "cpu" and (override or recorded.startswith("cuda")) else 0
+    return choose_device(recorded, fallback_allowed=fallback_allowed, override=override, gpus=gpus)
 
 
 def load_artifact(name: str) -> Any:
     """Load one artifact for app/features.py, which calls this while it is being imported."""
-    manifest = read_manifest(MODEL_DIR)
-    if name not in manifest:
+    manifest = _read_manifest_file(MODEL_DIR)
+    entries = {entry["name"]: entry for entry in manifest["artifacts"]}
+    if name not in entries:
         raise ArtifactError(f"model/manifest.json lists no artifact named {name!r}")
+    placement = placement_for(entries[name], bool(manifest.get("device_fallback", True)))
     namespace = vars(sys.modules[FEATURES_MODULE])
-    return load_artifact_file(manifest[name], MODEL_DIR, namespace)
+    loaded = load_artifact_file(entries[name], MODEL_DIR, namespace, device=placement.device)
+    PLACEMENTS[name] = placement
+    return loaded
 
 
-def load_artifact_file(entry: dict[str, Any], model_dir: Path, namespace: dict[str, Any]) -> Any:
-    """Check and load the file of one manifest entry; ``namespace`` holds the notebook's code."""
+def load_artifact_file(entry: dict[str, Any], model_dir: Path, namespace: dict[str, Any],
+                       device: str | None = None) -> Any:
+    """Check and load the file of one manifest entry; ``namespace`` holds the notebook's code.
+
+    ``device``: where a torch model goes (default: the device it was recorded on)."""
     path = model_dir / entry["file"]
     try:
         data = path.read_bytes()
@@ -64,7 +156,10 @@ def load_artifact_file(entry: dict[str, Any], model_dir: Path, namespace: dict[s
     if loader is None:
         raise ArtifactError(f"model/{entry['file']} has unknown format {entry['format']!r}")
     try:
-        return loader(path, data, entry, namespace)
+        loaded = loader(path, data, entry, namespace)
+        if entry["format"] in MOVABLE_FORMATS:
+            loaded = _to_device(loaded, device or entry.get("device", "cpu"))
+        return loaded
     except ArtifactError:
         raise
     except Exception as exc:  # a broken file must name itself, whatever the library raised
@@ -73,16 +168,23 @@ def load_artifact_file(entry: dict[str, Any], model_dir: Path, namespace: dict[s
         ) from exc
 
 
+def _installed_version(dist: str) -> str:
+    for name in (dist, CPU_TWINS.get(dist.lower())):
+        if name:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return "not installed"
+
+
 def check_versions(entry: dict[str, Any]) -> None:
     """Refuse to load with other library versions than the notebook saved with."""
     if os.environ.get(ALLOW_SKEW_ENV) == "1":
         return
     skew = []
     for dist, saved in entry.get("frameworks", {}).items():
-        try:
-            installed = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            installed = "not installed"
+        installed = _installed_version(dist)
         if installed != saved:
             skew.append(f"{dist} {installed} (saved with {saved})")
     if skew:
@@ -164,12 +266,19 @@ def _load_torch_state_dict(path: Path, data: bytes, entry: dict[str, Any], names
 
 
 def _load_torch_pickle(path: Path, data: bytes, entry: dict[str, Any], namespace: dict[str, Any]) -> Any:
-    import types
-
     import torch
 
-    pickle_module = types.SimpleNamespace(Unpickler=unpickler_class(namespace), load=pickle.load)
+    # torch.load reads pickle_module.__name__ (to special-case dill): a module object, not a namespace.
+    pickle_module = types.ModuleType("mlship_notebook_pickle")
+    pickle_module.Unpickler = unpickler_class(namespace)  # type: ignore[attr-defined]
+    pickle_module.load = pickle.load  # type: ignore[attr-defined]
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=pickle_module)
+
+
+def _to_device(model: Any, device: str) -> Any:
+    """Files load on the CPU (any machine can read them); the model then moves to its device."""
+    to = getattr(model, "to", None)
+    return to(device) if callable(to) else model
 
 
 LOADERS: dict[str, Callable[[Path, bytes, dict[str, Any], dict[str, Any]], Any]] = {

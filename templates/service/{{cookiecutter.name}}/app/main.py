@@ -86,7 +86,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHIP_FILE = PROJECT_DIR / "ship.json"
 
 log = logging.getLogger("app")
-if not log.handlers and not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+if not log.handlers and not logging.getLogger().handlers:
+    # uvicorn configures only its own loggers: without a handler the start-up lines (where each model
+    # runs, "ready") would be lost below WARNING.
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     log.addHandler(_handler)
@@ -109,6 +111,7 @@ class Service:
     version_info: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)  # {"name", "version"}, as every answer states it
     batcher: Batcher | None = None
+    devices: dict = field(default_factory=dict)  # artifact -> {"device", "recorded", "why"}
 
 
 service = Service()
@@ -168,13 +171,23 @@ def load_service(ship: dict) -> None:
     }
     MODEL_INFO.info({"name": ship["name"], "version": ship["version"]})
     service.to_sample = sample_converter(ship["input"])
+    loaders = importlib.import_module("app.loaders")
     try:
         features = importlib.import_module("app.features")  # loads the model artifacts
         service.entry = getattr(features, ship["entry"]["name"])
+    except loaders.DeviceUnavailable as exc:
+        log.error("not ready: %s", exc)
+        service.not_ready_reason = f"device: {exc}"
+        return
     except Exception as exc:
         log.exception("loading the model failed")
         service.not_ready_reason = f"loading the model failed: {type(exc).__name__}: {exc}"
         return
+    finally:
+        service.devices = {name: p.as_json() for name, p in loaders.PLACEMENTS.items()}
+        service.version_info["devices"] = service.devices
+    for name, placement in service.devices.items():
+        log.info("model %s on %s: %s", name, placement["device"], placement["why"])
     golden = ship["golden"]
     try:  # the same path as a request: raw JSON, validation, conversion, the entry function
         predictions = predict_instances(decode_request(json.dumps({"instances": golden["instances"]}).encode()))
@@ -561,9 +574,11 @@ async def healthz() -> dict:
 
 @app.get("/readyz", responses={503: {"description": "Not ready, with the reason"}})
 async def readyz() -> JSONResponse:
+    devices = {name: p["device"] for name, p in service.devices.items()}
     if service.ready:
-        return JSONResponse({"status": "ready"})
-    return JSONResponse(status_code=503, content={"status": "not ready", "reason": service.not_ready_reason})
+        return JSONResponse({"status": "ready", "devices": devices})
+    return JSONResponse(status_code=503, content={"status": "not ready", "reason": service.not_ready_reason,
+                                                  "devices": devices})
 
 
 @app.get("/metrics")

@@ -1,7 +1,4 @@
-"""A subprocess whose output lines are passed on as they arrive, killed at a timeout.
-
-Kept as verify's own runner until it moves to a neutral module (jupyter_mlship/procs.py); build uses it too.
-"""
+"""Run a long command and hand each line of its output to a callback as it comes (verify and build both do)."""
 
 from __future__ import annotations
 
@@ -15,9 +12,7 @@ LineCallback = Callable[[str], None]
 
 def run_streaming(command: list[str], cwd: Path, env: dict[str, str], on_line: LineCallback,
             timeout: float) -> tuple[int, list[str]]:
-    """Run, passing each output line to ``on_line`` as it arrives; (exit code, lines). Killed at ``timeout``.
-
-    Public so other long-running steps (image builds) can stream the same way."""
+    """Run, passing each output line to ``on_line`` as it arrives; (exit code, lines). Killed at ``timeout``."""
     lines: list[str] = []
     try:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

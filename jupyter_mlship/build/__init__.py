@@ -1,0 +1,39 @@
+"""Build stage: the container image of a generated project, proved with the golden request, pushed.
+
+One job per module:
+
+- ``builders``: which builder (docker, podman, buildah) and the flags this host needs to run images.
+- ``gpu``: CUDA policy, pure functions of the ShipSpec (review and render read them too).
+- ``pip``: the machine's pip settings carried into the build.
+- ``image``: ``build_image`` and ``push_image``, labels, the builder's command line.
+- ``smoke``: start the image once and check the golden predictions.
+- ``cli``: ``mlship build``.
+
+Names are re-exported lazily, so importing ``jupyter_mlship.build.gpu`` does not load the builder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "builders": ("BUILDERS", "Builder", "BuildError", "detect_builder", "image_size", "run_flags", "runner_for"),
+    "gpu": ("cuda_version", "gpu_base_image", "cpu_only_reason"),
+    "pip": ("PipPassThrough", "pip_pass_through"),
+    "image": ("BuildResult", "build_command", "build_image", "default_tag", "dockerfile_base_image", "git_revision",
+              "image_labels", "parse_build_args", "push_image", "read_project"),
+    "smoke": ("smoke_test",),
+    "cli": ("add_build_parser", "build_main"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups (and monkeypatch.setattr) see a plain attribute
+    return value
