@@ -155,7 +155,7 @@ def _device_rows(spec: ShipSpec) -> list[list[str]]:
 
 
 def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
-    from .build.gpu import cpu_only_reason, default_gpu_base
+    from .cuda import cpu_only_reason, default_gpu_base
 
     gpu = default_gpu_base(spec)
     if gpu is not None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from IPython.core.magic_arguments import parse_argstring
 
-from jupyter_mlship.build.gpu import (
+from jupyter_mlship.cuda import (
     CUDA_IMAGE_RELEASES,
     CUDA_IMAGE_TAG,
     cpu_only_reason,
@@ -237,7 +237,7 @@ def test_the_natural_cell_records_the_device_and_serves_there(shipped, serve):
     answer = service.post("/predict", {"instances": spec.golden.instances})
     assert answer.status_code == 200 and answer.json()["predictions"] == spec.golden.predictions
     service.stop()
-    assert "model net on cpu: it ran on the CPU in the notebook" in service.process.stdout.read()
+    assert "model net on cpu: it ran on the CPU in the notebook" in service.output()
 
 
 def as_if_exported_on_a_gpu(project: Path, fallback: bool) -> None:

@@ -22,7 +22,7 @@ from ..capture.environment import pip_index_settings
 from ..procs import run_streaming
 from ..spec import ShipSpec
 from .builders import Builder, BuildError, detect_builder, image_size, run_flags, runner_for
-from .gpu import cpu_only_reason, gpu_base_image, runs_on_gpu
+from ..cuda import cpu_only_reason, gpu_base_image, runs_on_gpu
 from .pip import pip_pass_through
 from .smoke import smoke_test
 

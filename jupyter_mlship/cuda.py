@@ -1,6 +1,6 @@
 """GPU policy: which CUDA release a capture needs, and the base image that carries its runtime.
 
-Pure functions of the ShipSpec (no subprocess, no builder): review and render read them too.
+Pure functions of the ShipSpec (no subprocess, no builder), so the review (render) reads them as the build does.
 
 CUDA builds show in the pins in two naming schemes:
 
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..spec import ShipSpec
+from .spec import ShipSpec
 
 # CUDA minor release -> the newest nvidia/cuda tag of that release known here. Tags read
 # `nvidia/cuda:<major>.<minor>.<patch>-runtime-ubuntu<YY>.04` (see docs/gpu.md). The releases are those
@@ -155,4 +155,4 @@ def cpu_only_reason(spec: ShipSpec | Mapping[str, Any]) -> str:
         return "every model ran on the CPU in the notebook (build with --gpu for a CUDA image anyway)"
     if "torch" in pins:
         return f"torch=={pins['torch']} is not a CUDA build, so the model runs on the CPU"
-    return "the captured requirements hold no CUDA build of torch nor NVIDIA CUDA libraries"
+    return "the captured requirements hold no CUDA build of torch nor NVIDIA CUDA libraries (nvidia-*-cu*, cuda-toolkit)"
