@@ -119,6 +119,15 @@ class Source(SpecModel):
     mlship_version: str
 
 
+class RegistryInfo(SpecModel):
+    """Where this project was pushed (written by the registry just before the files are hashed)."""
+
+    uri: str
+    version: str
+    parent: str | None = None  # the newest version of the model when this one was pushed
+    pushed_at: str  # ISO 8601, UTC
+
+
 class ShipSpec(SpecModel):
     spec_version: int = SPEC_VERSION
     name: str
@@ -139,6 +148,7 @@ class ShipSpec(SpecModel):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     warnings: list[str] = Field(default_factory=list)
     secrets_allowed: list[SecretFinding] = Field(default_factory=list)  # findings the user overrode
+    registry: RegistryInfo | None = None  # set when the project is pushed to a model registry
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,10 @@
+"""The model registry: immutable versions and aliases on a local folder or object storage (fsspec).
+
+    from jupyter_mlship.registry import open_registry, parse_ref, RegistryError
+"""
+
+from .refs import Ref, RegistryError, parse_ref
+from .store import AliasEvent, AliasState, Registry, VersionRecord, open_registry
+
+__all__ = ["open_registry", "parse_ref", "RegistryError", "Registry", "Ref", "VersionRecord", "AliasEvent",
+           "AliasState"]
