@@ -1,0 +1,269 @@
+"""The router in front of two real versions of one notebook model: split, sticky, shadow, bandit, failures.
+
+Two `%ship --no-verify` exports (LogisticRegression with C=1.0 and C=0.1, so their probabilities differ)
+run as real uvicorn services; the generated router runs as its own uvicorn process in front of them.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jupyter_mlship.router import default_routes, render_router
+from support.notebooks import Service
+from support.registry import export_projects
+from support.router import SUPPORT, Uvicorn, blast, metric, routes_now, start_router, wait_for, write_routes
+
+BODY = {"instances": [[1.0, 0.5]]}
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory):
+    """Two served versions and a rendered router project: (project, {version: Service}, folder)."""
+    folder = tmp_path_factory.mktemp("router")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLSHIP_HISTORY", str(folder / "history.jsonl"))
+        first, second = export_projects(folder)
+    services = {"1": Service(first), "2": Service(second)}
+    try:
+        backends = {v: s.url for v, s in services.items()}
+        project = render_router("churn", default_routes("churn", backends), folder / "churn-router")
+        yield project, services, folder
+    finally:
+        for service in services.values():
+            service.stop()
+
+
+@pytest.fixture
+def router(churn, tmp_path):
+    """start(routes) -> a running router process on its own routes.yaml; all stopped after the test."""
+    project, _, _ = churn
+    started: list[Uvicorn] = []
+
+    def start(routes: dict, routes_file: Path | None = None) -> Uvicorn:
+        process = start_router(project, routes_file or tmp_path / f"routes{len(started)}.yaml", routes)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def backends(churn) -> dict[str, str]:
+    return {v: s.url for v, s in churn[1].items()}
+
+
+def test_split_90_10_over_10000_requests_and_sticky_users_see_one_version(churn, router, tmp_path):
+    routes = {"name": "churn", "backends": backends(churn), "policy": {"kind": "split", "weights": {"1": 90, "2": 10}}}
+    front = router(routes, tmp_path / "routes.yaml")
+
+    responses = blast(f"{front.url}/predict", 10_000, BODY, concurrency=32)
+    assert {r.status_code for r in responses} == {200}
+    versions = [r.headers["X-Model-Version"] for r in responses]
+    share = versions.count("1") / len(versions)
+    print(f"split 90/10 over 10,000 requests: version 1 got {share:.2%}")
+    assert abs(share - 0.90) <= 0.015
+    # Each answer is the version's own prediction, with the request id and route added.
+    first = responses[0].json()
+    assert first["route"] == {"version": versions[0], "policy": "split"}
+    assert first["request_id"] == responses[0].headers["X-Request-ID"]
+    assert len({r.headers["X-Request-ID"] for r in responses}) == 10_000
+
+    # routes.yaml edited in place: sticky by X-User-ID, 50/50, picked up without a restart.
+    write_routes(tmp_path / "routes.yaml", {**routes, "policy": {
+        "kind": "split", "weights": {"1": 50, "2": 50}, "sticky": {"header": "X-User-ID"}}})
+    wait_for(lambda: routes_now(front)["weights"] == {"1": 0.5, "2": 0.5}, 10, "the router to reload routes.yaml")
+    users = [f"user-{n}" for n in range(40)]
+    responses = blast(f"{front.url}/predict", 400, BODY, headers=lambda i: {"X-User-ID": users[i % 40]})
+    seen: dict[str, set[str]] = {}
+    for index, response in enumerate(responses):
+        seen.setdefault(users[index % 40], set()).add(response.headers["X-Model-Version"])
+    assert all(len(versions) == 1 for versions in seen.values()), seen
+    assert set().union(*seen.values()) == {"1", "2"}  # and the users are spread over both versions
+
+    # A caller's own request id travels through; /v1/models/NAME:predict is routed the same way.
+    answer = httpx.post(f"{front.url}/v1/models/churn:predict", json=BODY, headers={"X-Request-ID": "abc-1",
+                                                                                     "X-User-ID": "user-0"})
+    assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "abc-1"
+    assert answer.headers["X-Model-Version"] in seen["user-0"]
+    assert httpx.post(f"{front.url}/v1/models/other:predict", json=BODY).status_code == 404
+
+
+def _median_latency(url: str, count: int, ids: list[str]) -> float:
+    timings = []
+    with httpx.Client(timeout=30) as client:
+        for n in range(count):
+            request_id = f"{url[-5:]}-{len(ids)}"
+            started = time.perf_counter()
+            response = client.post(f"{url}/predict", json=BODY, headers={"X-Request-ID": request_id})
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200 and response.headers["X-Model-Version"] == "1", response.text
+            ids.append(request_id)
+    return statistics.median(timings)
+
+
+def test_shadow_gets_every_request_in_the_background_and_never_slows_or_answers_the_caller(churn, router):
+    services = churn[1]
+    slow = Uvicorn("slow_version:app", SUPPORT, env={"UPSTREAM": services["1"].url, "DELAY_S": "0.2"},
+                   app_dir=SUPPORT)
+    try:
+        all_backends = {**backends(churn), "slow": slow.url}
+        plain = router({"name": "churn", "backends": all_backends,
+                        "policy": {"kind": "split", "weights": {"1": 100}}})
+        shadowed = router({"name": "churn", "backends": all_backends,
+                           "policy": {"kind": "shadow", "primary": "1", "shadows": ["slow", "2"]}})
+        _median_latency(plain.url, 20, [])  # warm both paths up
+        _median_latency(shadowed.url, 20, [])
+        slow_seen_before = len(httpx.get(f"{slow.url}/seen").json())
+        baseline = _median_latency(plain.url, 150, [])
+        ids: list[str] = []
+        with_shadow = _median_latency(shadowed.url, 150, ids)
+        print(f"caller median latency: {baseline * 1000:.1f} ms without shadow, {with_shadow * 1000:.1f} ms "
+              f"with a +200 ms shadow (ratio {with_shadow / baseline:.2f})")
+        # Waiting for the shadow would add 200 ms to every call; the caller never does.
+        assert with_shadow < baseline + 0.1
+
+        def shadow_saw_all() -> list[str]:
+            seen = httpx.get(f"{slow.url}/seen").json()[slow_seen_before:]
+            return seen if len(seen) >= len(ids) else []
+
+        assert sorted(wait_for(shadow_saw_all, 30, "the slow shadow to receive every request")) == sorted(ids)
+        text = wait_for(lambda: (t := httpx.get(f"{shadowed.url}/metrics").text)
+                        if metric(t, "mlship_router_shadow_total", version="2", result="disagree") >= 170
+                        else None, 30, "every shadow comparison to be counted")
+        # The slow shadow relays version 1 (agrees); version 2 is another model (its probabilities differ).
+        assert metric(text, "mlship_router_shadow_total", version="slow", result="agree") == 170
+        assert metric(text, "mlship_router_shadow_total", version="2", result="disagree") == 170
+    finally:
+        slow.stop()
+
+    # A shadow that is down never reaches the caller either.
+    dead = router({"name": "churn", "backends": {**backends(churn), "gone": "http://127.0.0.1:9"},
+                   "policy": {"kind": "shadow", "primary": "1", "shadows": ["gone"]}})
+    responses = blast(f"{dead.url}/predict", 50, BODY, concurrency=5)
+    assert {(r.status_code, r.headers["X-Model-Version"]) for r in responses} == {(200, "1")}
+    text = wait_for(lambda: (t := httpx.get(f"{dead.url}/metrics").text)
+                    if metric(t, "mlship_router_shadow_total", version="gone", result="error") == 50 else None,
+                    15, "the failed shadow calls to be counted")
+
+
+def test_bandit_sends_most_traffic_to_the_better_version(churn, router):
+    front = router({"name": "churn", "backends": backends(churn),
+                    "policy": {"kind": "bandit", "arms": ["1", "2"], "floor": 0.05}})
+    pays = {"1": 0.4, "2": 0.6}
+    rng = random.Random(7)
+
+    async def reward(client, index, response):
+        assert response.status_code == 200, response.text
+        version = response.headers["X-Model-Version"]
+        paid = 1.0 if rng.random() < pays[version] else 0.0
+        answer = await client.post(f"{front.url}/feedback",
+                                   json={"request_id": response.headers["X-Request-ID"], "reward": paid})
+        assert answer.status_code == 200, answer.text
+
+    responses = blast(f"{front.url}/predict", 5000, BODY, concurrency=8, after=reward)
+    last = [r.headers["X-Model-Version"] for r in responses[-1000:]]
+    share = last.count("2") / 1000
+    arms = routes_now(front)["arms"]
+    print(f"bandit: version 2 got {share:.1%} of the last 1,000 of 5,000 requests; posteriors {arms}")
+    assert share >= 0.80
+    assert arms["2"]["p_best"] > 0.9 and arms["2"]["mean"] > arms["1"]["mean"]
+    # Both arms kept being explored (the floor), and the posteriors are on /metrics.
+    assert last.count("1") > 0
+    text = httpx.get(f"{front.url}/metrics").text
+    assert metric(text, "mlship_router_bandit_alpha", version="2") == pytest.approx(arms["2"]["alpha"])
+    # A request is rewarded once; an unknown one is a clear 404.
+    again = httpx.post(f"{front.url}/feedback", json={"request_id": responses[0].headers["X-Request-ID"],
+                                                      "reward": 1})
+    assert again.status_code == 404 and "unknown" in again.json()["detail"]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    port = __import__("support.notebooks", fromlist=["free_port"]).free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    import redis
+
+    client = redis.Redis(port=port)
+    wait_for(lambda: _pings(client), 20, "redis-server to answer PING")
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    server.terminate()
+    server.wait(10)
+
+
+def _pings(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_two_bandit_routers_sharing_redis_agree_on_the_posteriors(churn, router, redis_url):
+    routes = {"name": "churn", "backends": backends(churn), "state": {"redis": redis_url},
+              "policy": {"kind": "bandit", "arms": ["1", "2"], "floor": 0.05}}
+    fronts = [router(routes), router(routes)]
+    expected = {"1": [1.0, 1.0], "2": [1.0, 1.0]}
+    rng = random.Random(3)
+    for n in range(300):
+        # Predictions alternate between the routers; each reward goes to the *other* one.
+        answer = httpx.post(f"{fronts[n % 2].url}/predict", json=BODY)
+        assert answer.status_code == 200, answer.text
+        version, paid = answer.headers["X-Model-Version"], rng.choice([0.0, 1.0])
+        expected[version][0] += paid
+        expected[version][1] += 1 - paid
+        feedback = httpx.post(f"{fronts[(n + 1) % 2].url}/feedback",
+                              json={"request_id": answer.headers["X-Request-ID"], "reward": paid})
+        assert feedback.status_code == 200, feedback.text
+    tables = [routes_now(front)["arms"] for front in fronts]
+    for arms in tables:
+        assert {v: [a["alpha"], a["beta"]] for v, a in arms.items()} == expected
+    assert all("redis" in routes_now(front)["state"] for front in fronts)
+
+
+def test_a_killed_backend_is_a_clear_502_or_a_failover_never_a_hang(churn, router):
+    project_of_2 = Path(churn[2]) / "project2"
+    doomed = Service(project_of_2)
+    all_backends = {**backends(churn), "3": doomed.url}
+    strict = router({"name": "churn", "backends": all_backends, "timeout_s": 2,
+                     "policy": {"kind": "split", "weights": {"3": 100}}})
+    tolerant = router({"name": "churn", "backends": all_backends, "timeout_s": 2, "failover": True,
+                       "policy": {"kind": "split", "weights": {"3": 90, "1": 10}}})
+    assert httpx.post(f"{strict.url}/predict", json=BODY).headers["X-Model-Version"] == "3"
+    doomed.process.kill()
+    doomed.process.wait()
+
+    answer = httpx.post(f"{strict.url}/predict", json=BODY, timeout=10)
+    assert answer.status_code == 502
+    assert answer.headers["X-Model-Version"] == "3"
+    assert answer.json()["detail"].startswith(f"version 3 at {doomed.url} is unreachable")
+
+    responses = blast(f"{tolerant.url}/predict", 100, BODY, concurrency=4)
+    assert {r.status_code for r in responses} == {200}
+    moved = [r for r in responses if r.headers.get("X-Failover-From") == "3"]
+    assert moved and all(r.headers["X-Model-Version"] == "1" for r in moved)
+    assert all(r.json()["route"]["failover_from"] == "3" for r in moved)
+
+
+def test_a_slow_backend_is_a_504_naming_the_version(churn, router):
+    slow = Uvicorn("slow_version:app", SUPPORT, env={"UPSTREAM": churn[1]["1"].url, "DELAY_S": "5"},
+                   app_dir=SUPPORT)
+    try:
+        front = router({"name": "churn", "backends": {"slow": slow.url}, "timeout_s": 0.5,
+                        "policy": {"kind": "split", "weights": {"slow": 1}}})
+        answer = httpx.post(f"{front.url}/predict", json=BODY, timeout=10)
+        assert answer.status_code == 504
+        assert answer.json()["detail"] == "version slow did not answer within 0.5 s"
+    finally:
+        slow.stop()
