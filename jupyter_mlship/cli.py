@@ -34,12 +34,234 @@ def _verify(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    project = Path(args.project).resolve()
+    try:
+        project = _project_or_ref(args.project, args.registry)
+    except ShipError as exc:
+        print(f"mlship serve: {exc}", file=sys.stderr)
+        return 1
     if not (project / "app" / "main.py").is_file():
         print(f"mlship serve: {project} is not a generated service project (no app/main.py)", file=sys.stderr)
         return 2
     uvicorn.run("app.main:app", host=args.host, port=args.port, app_dir=str(project))
     return 0
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def _project_or_ref(value: str | Path, registry: str | None) -> Path:
+    """A project folder as given, or a registry reference pulled (sha256-checked) into the cache once."""
+    from .registry.refs import looks_like_ref
+
+    text = str(value)
+    if Path(text).expanduser().is_dir() or not looks_like_ref(text):
+        return Path(text).expanduser().resolve()
+    from .registry import open_registry
+    from .registry.store import pull_cached
+
+    return pull_cached(open_registry(registry), text)
+
+
+def _registry_command(func):  # one error channel: RegistryError → one line on stderr, exit 1
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ShipError as exc:
+            print(f"mlship {args.command}: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _short_time(iso: str) -> str:
+    return iso.replace("T", " ").replace("+00:00", "Z")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _alias_lines(name: str, aliases: dict) -> list[str]:
+    lines = []
+    for alias, state in sorted(aliases.items()):
+        lines.append(f"{name}@{alias} → {state.version}")
+        for event in reversed(state.history):
+            previous = f" (was {event.previous})" if event.previous else ""
+            lines.append(f"    {_short_time(event.time)}  {event.action:<8} → {event.version}{previous}  by {event.by}")
+    return lines
+
+
+@_registry_command
+def _push(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    registry = open_registry(args.registry)
+    record = registry.push(Path(args.project), version=args.version)
+    if record.created:
+        print(f"pushed {record.name} version {record.version} to {registry.uri}"
+              + (f" (parent {record.parent})" if record.parent else "") + f"; {record.verify_result}")
+    else:
+        print(f"{record.name} version {record.version} in {registry.uri} already holds these exact files: nothing pushed")
+    return 0
+
+
+@_registry_command
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from .registry import open_registry
+    from .review import _size
+
+    registry = open_registry(args.registry)
+    if not args.name:
+        names = registry.models()
+        if args.json:
+            print(json.dumps({"registry": registry.uri, "models": names}))
+        elif not names:
+            print(f"no models in {registry.uri}")
+        else:
+            rows = []
+            for name in names:
+                versions, aliases = registry.versions(name), registry.aliases(name)
+                rows.append([name, versions[-1].version if versions else "-", str(len(versions)),
+                             ", ".join(f"{a}→{s.version}" for a, s in sorted(aliases.items())) or "-"])
+            print(_table(["name", "latest", "versions", "aliases"], rows))
+        return 0
+    versions, aliases = registry.versions(args.name), registry.aliases(args.name)
+    if not versions:
+        print(f"mlship models: no model {args.name!r} in the registry {registry.uri}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"registry": registry.uri, "name": args.name,
+                          "versions": [v.to_json(with_files=False) for v in versions],
+                          "aliases": {a: s.to_json() for a, s in aliases.items()}}, indent=2))
+        return 0
+    rows = []
+    for v in versions:
+        source = f"{Path(v.notebook).name if v.notebook else '-'}" + (f" In[{v.cell}]" if v.cell else "")
+        shas = " ".join(f"{n}:{sha[:8]}" for n, sha in sorted(v.sha256s.items())) or "-"
+        rows.append([v.version, _short_time(v.pushed_at), source, (v.git_commit or "-")[:12], shas,
+                     v.verify_result, _size(v.size_bytes), v.pushed_by])
+    print(f"{args.name} in {registry.uri}")
+    print(_table(["version", "pushed", "notebook", "git", "artifacts sha256", "verify", "size", "by"], rows))
+    if aliases:
+        print("\naliases:")
+        print("\n".join(_alias_lines(args.name, aliases)))
+    return 0
+
+
+def _print_alias(registry, name: str, alias: str, event) -> None:
+    print(f"{name}@{alias} → {event.version}" + (f" (was {event.previous})" if event.previous else ""))
+    print("\n".join(_alias_lines(name, {alias: registry.aliases(name)[alias]})[1:]))
+
+
+@_registry_command
+def _promote(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    registry = open_registry(args.registry)
+    event = registry.promote(args.name, args.version, args.alias)
+    _print_alias(registry, args.name, args.alias, event)
+    return 0
+
+
+@_registry_command
+def _rollback(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    registry = open_registry(args.registry)
+    event = registry.rollback(args.name, args.alias)
+    _print_alias(registry, args.name, args.alias, event)
+    return 0
+
+
+@_registry_command
+def _pull(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    registry = open_registry(args.registry)
+    record = registry.resolve(args.ref)
+    out = registry.pull(f"{record.name}@{record.version}", Path(args.out))
+    print(f"pulled {record.name} version {record.version} into {out} ({len(record.files)} files, sha256 checked)")
+    return 0
+
+
+@_registry_command
+def _diff(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+    from .registry.diff import diff_refs
+
+    registry = open_registry(args.registry)
+    print(diff_refs(registry, args.a, args.b).to_text(), end="")
+    return 0
+
+
+@_registry_command
+def _gc(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    registry = open_registry(args.registry)
+    removed = registry.gc(args.name, older_than=args.older_than)
+    for path in removed:
+        print(f"removed uncommitted {path}")
+    print(f"{len(removed)} leftover(s) removed from {registry.uri}")
+    return 0
+
+
+def _add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", metavar="URI", default=None,
+                        help="Registry: a folder or fsspec URL such as s3://bucket/prefix (default: $MLSHIP_REGISTRY, "
+                             "else ~/.local/share/jupyter-mlship/registry).")
+
+
+def _add_registry_parsers(sub) -> None:
+    push = sub.add_parser("push", help="Publish an exported project to the registry as an immutable version.")
+    push.add_argument("project")
+    push.add_argument("--version", metavar="V", help="Version number (default: the next integer).")
+    push.set_defaults(func=_push)
+    models = sub.add_parser("models", help="List models, or one model's versions and aliases.")
+    models.add_argument("name", nargs="?")
+    models.add_argument("--json", action="store_true", help="Machine-readable output.")
+    models.set_defaults(func=_models)
+    promote = sub.add_parser("promote", help="Point an alias (e.g. production) at a version.")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--alias", required=True, metavar="A")
+    promote.set_defaults(func=_promote)
+    rollback = sub.add_parser("rollback", help="Move an alias back to the version it pointed at before.")
+    rollback.add_argument("name")
+    rollback.add_argument("--alias", required=True, metavar="A")
+    rollback.set_defaults(func=_rollback)
+    pull = sub.add_parser("pull", help="Write a version's project to DIR, every file checked against its sha256.")
+    pull.add_argument("ref", metavar="REF", help="NAME@VERSION, NAME@ALIAS or NAME (the latest).")
+    pull.add_argument("--out", required=True, metavar="DIR", help="New folder for the project.")
+    pull.set_defaults(func=_pull)
+    diff = sub.add_parser("diff", help="What changed between two versions: code, pins, schema, artifacts, golden outputs.")
+    diff.add_argument("a", metavar="REF")
+    diff.add_argument("b", metavar="REF")
+    diff.set_defaults(func=_diff)
+    registry = sub.add_parser("registry", help="Registry maintenance.")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    gc = registry_sub.add_parser("gc", help="Remove uploads that were never committed (interrupted pushes).")
+    gc.add_argument("name", nargs="?")
+    gc.add_argument("--older-than", type=float, default=3600.0, metavar="SECONDS",
+                    help="Keep uncommitted uploads younger than this: they may be pushes still running (default 3600).")
+    gc.set_defaults(func=_gc)
+    for parser in (push, models, promote, rollback, pull, diff, gc):
+        _add_registry_option(parser)
+
+
+def _build_ref(build_main):
+    """`mlship build REF`: pull the version into the cache, then build that folder as before."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            args.project = _project_or_ref(args.project, args.registry)
+        except ShipError as exc:
+            print(f"mlship build: {exc}", file=sys.stderr)
+            return 1
+        return build_main(args)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("project")
     verify.set_defaults(func=_verify)
     serve = sub.add_parser("serve", help="Serve a project with uvicorn in this environment.")
-    serve.add_argument("project")
+    serve.add_argument("project", help="A project folder or a registry reference (NAME@VERSION, NAME@ALIAS).")
+    _add_registry_option(serve)
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
@@ -65,8 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_build_parser(sub)
-        if sub.choices["build"].get_default("func") is None:
-            sub.choices["build"].set_defaults(func=build_main)
+        build = sub.choices["build"]
+        _add_registry_option(build)
+        build.set_defaults(func=_build_ref(build.get_default("func") or build_main))
+    _add_registry_parsers(sub)
     return parser
 
 

@@ -55,6 +55,8 @@ class ShipOptions:
     build: bool = False
     allow_secrets: bool = False
     notebook: str | None = None
+    push: bool = False  # publish the verified export to the model registry
+    registry: str | None = None  # registry URI; None: $MLSHIP_REGISTRY, else the default folder
 
 
 class Reporter(Protocol):
@@ -86,6 +88,8 @@ class ShipOutcome:
     message: str = ""
     review_markdown: str = ""
     image: str | None = None
+    pushed: str | None = None  # "NAME@VERSION" in the registry, when pushed
+    git_commit: str | None = None  # the export's commit in the project's own repository
 
 
 # --- capture -----------------------------------------------------------------------------
@@ -469,10 +473,17 @@ def export(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, 
         if verify_result is not None:
             outcome.tests_passed, outcome.tests_failed = verify_result.tests_passed, verify_result.tests_failed
             outcome.test_output = verify_result.output
-        outcome.review_markdown = (destination / "REVIEW.md").read_text(encoding="utf-8")
         outcome.message = f"exported to {destination}" + (" and verified" if verify_result else " (not verified)")
         record_export(ExportRecord(notebook=options.notebook, name=spec.name, version=spec.version,
                                    project=str(destination), time=now(), verified=outcome.verified, ok=True))
+        # Registry push (--push) and the project's own git commit (issue 8): a few lines for pipeline.py.
+        from .publish import publish
+
+        published = publish(destination, options.push, options.registry,
+                            f"passed ({verify_result.tests_passed} tests)" if verify_result else "not run")
+        outcome.pushed, outcome.git_commit = published.pushed, published.git_commit
+        outcome.message += published.message
+        outcome.review_markdown = (destination / "REVIEW.md").read_text(encoding="utf-8")
         if options.build:
             outcome.image = _build(destination, reporter)
             outcome.message += f"; built and smoke-tested image {outcome.image}"
@@ -545,4 +556,7 @@ def _move_into_place(project: Path, destination: Path) -> None:
             previous.rename(destination)
         raise
     if previous is not None:
+        from .gitrepo import carry_history
+
+        carry_history(previous, destination)  # the project's git history survives a re-export
         shutil.rmtree(previous, ignore_errors=True)

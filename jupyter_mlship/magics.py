@@ -189,6 +189,9 @@ class ShipMagics(Magics):
     @argument("--dry-run", action="store_true", help="Show the review; write nothing.")
     @argument("--no-verify", action="store_true", help="Skip running the project's tests in a clean environment.")
     @argument("--build", action="store_true", help="Build the container image after a verified export.")
+    @argument("--push", action="store_true", help="Push the export to the model registry as its next version.")
+    @argument("--registry", metavar="URI", help="Registry for --push: a folder or fsspec URL (default: $MLSHIP_REGISTRY, "
+                                                "else ~/.local/share/jupyter-mlship/registry).")
     @argument("--allow-secrets", action="store_true", help="Export even though possible secrets were found (listed in the review).")
     @argument("--events", action="store_true", help="Emit structured events (used by the JupyterLab panel).")
     @line_cell_magic
@@ -241,7 +244,8 @@ class ShipMagics(Magics):
         if events:
             EventReporter.emit({"event": "result", "ok": True, "name": outcome.name, "version": outcome.version,
                                 "project": str(outcome.project) if outcome.project else None,
-                                "verified": outcome.verified, "tests": tests, "message": outcome.message})
+                                "verified": outcome.verified, "tests": tests, "message": outcome.message,
+                                "pushed": outcome.pushed})
         else:
             seconds = time.monotonic() - started
             summary = f"{outcome.message} in {seconds:.1f} s"
@@ -260,7 +264,8 @@ class ShipMagics(Magics):
         out = Path(os.environ.get(OUT_OVERRIDE_ENV) or _unquote(args.out)).expanduser()
         common = dict(name=_unquote(args.name), sample_expr=_unquote(args.sample), out=out,
                       version=_unquote(args.version), reference_expr=_unquote(args.reference), dry_run=args.dry_run, verify=not args.no_verify,
-                      build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook())
+                      build=args.build, allow_secrets=args.allow_secrets, notebook=current_notebook(),
+                      push=args.push, registry=_unquote(args.registry))
         if cell is None:
             if not args.model:
                 raise UsageError("%ship needs --model VAR (or use %%ship with the entry function in the cell)")

@@ -3,8 +3,8 @@
     from jupyter_mlship.registry import open_registry, parse_ref, RegistryError
 """
 
-from .refs import Ref, RegistryError, parse_ref
+from .refs import Ref, RegistryError, UnknownRef, parse_ref
 from .store import AliasEvent, AliasState, Registry, VersionRecord, open_registry
 
-__all__ = ["open_registry", "parse_ref", "RegistryError", "Registry", "Ref", "VersionRecord", "AliasEvent",
+__all__ = ["open_registry", "parse_ref", "RegistryError", "UnknownRef", "Registry", "Ref", "VersionRecord", "AliasEvent",
            "AliasState"]

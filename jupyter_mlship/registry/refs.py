@@ -21,6 +21,10 @@ class RegistryError(ShipError):
     """A registry operation was refused or failed; ``str()`` is one sentence for the user."""
 
 
+class UnknownRef(RegistryError):
+    """The model, version or alias a reference names does not exist."""
+
+
 @dataclass(frozen=True)
 class Ref:
     name: str

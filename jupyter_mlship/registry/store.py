@@ -34,6 +34,7 @@ from .refs import (
     LATEST,
     Ref,
     RegistryError,
+    UnknownRef,
     parse_ref,
     validate_alias,
     validate_model_name,
@@ -308,23 +309,23 @@ class Registry:
     def _resolve(self, ref: Ref) -> VersionRecord:
         version = ref.version
         if not self._ls_names(self._p(ref.name, "versions")):
-            raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
+            raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
         if ref.alias:
             state = self._alias_state(ref.name, ref.alias)
             if state.version is None:
                 known = ", ".join(sorted(self._alias_names(ref.name))) or "none"
-                raise RegistryError(f"{ref.name} has no alias {ref.alias!r} in {self.uri} (aliases: {known})")
+                raise UnknownRef(f"{ref.name} has no alias {ref.alias!r} in {self.uri} (aliases: {known})")
             version = state.version
         if version is None:
             records = self._versions(ref.name)
             if not records:
-                raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
+                raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
             return records[-1]
         blob = self._read_json(self._p(ref.name, "versions", version, "version.json"))
         if blob is None:
             if not self._ls_names(self._p(ref.name, "versions")):
-                raise RegistryError(f"no model {ref.name!r} in the registry {self.uri}")
-            raise RegistryError(f"{ref.name} has no version {version} in the registry {self.uri}")
+                raise UnknownRef(f"no model {ref.name!r} in the registry {self.uri}")
+            raise UnknownRef(f"{ref.name} has no version {version} in the registry {self.uri}")
         return VersionRecord.from_json(blob)
 
     # --- aliases ----------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ class Registry:
             self._fresh()
             state = self._alias_state(name, alias)
             if state.version is None:
-                raise RegistryError(f"{name} has no alias {alias!r} in {self.uri}: nothing to roll back")
+                raise UnknownRef(f"{name} has no alias {alias!r} in {self.uri}: nothing to roll back")
             stack = state.live_stack()
             if len(stack) < 2:
                 raise RegistryError(
@@ -574,6 +575,8 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     if "://" not in uri:
         uri = str(Path(uri).expanduser().absolute())
     options = dict(storage_options or {})
+    # A fresh client each time: fsspec's instance cache would keep credentials or an endpoint that changed.
+    options.setdefault("skip_instance_cache", True)
     if uri.startswith("/") or uri.startswith("file://"):
         options.setdefault("auto_mkdir", True)  # object stores have no folders; a local one needs them made
     try:
@@ -581,7 +584,30 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     except (ImportError, ValueError) as exc:
         protocol = uri.split("://", 1)[0]
         raise RegistryError(f"the registry {uri} cannot be opened: {_cause(exc)} (is the {protocol} backend installed?)") from exc
-    return Registry(uri, fs, root)
+    registry = Registry(uri, fs, root)
+    if registry.local and os.path.exists(root) and not os.path.isdir(root):
+        raise RegistryError(f"the registry {uri} is a file, not a folder: choose another --registry")
+    return registry
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("MLSHIP_REGISTRY_CACHE") or Path(base) / "jupyter-mlship" / "registry")
+
+
+def pull_cached(registry: Registry, ref: str) -> Path:
+    """The version's project in the local cache, pulled once: versions are immutable, so a copy stays valid."""
+    record = registry.resolve(ref)
+    key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
+    folder = cache_dir() / key / record.name / record.version
+    if (folder / "ship.json").is_file():
+        return folder
+    try:
+        return registry.pull(f"{record.name}@{record.version}", folder)
+    except RegistryError:
+        if (folder / "ship.json").is_file():  # another process pulled it at the same moment
+            return folder
+        raise
 
 
 def git_head(path: Path | None) -> str | None:

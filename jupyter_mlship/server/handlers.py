@@ -113,3 +113,118 @@ class BuildStatusHandler(MlshipHandler):
         build = self._build(build_id)
         self.builds.cancel(build)
         self.write_json(build.view(len(build.lines)))
+
+
+# --- the model registry (issue 8): GET /mlship/registry, POST /mlship/registry/{push,promote,rollback} ---
+
+
+class RegistryHandler(MlshipHandler):
+    """Registry calls may go over the network (S3...): they run off the event loop."""
+
+    def open_registry(self):
+        from ..registry import open_registry
+
+        return open_registry(self.extensionapp.registry or None)
+
+    async def off_loop(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+    def json_body(self, *keys: str) -> dict:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, f"the request body must be a JSON object with {', '.join(keys)}")
+        missing = [k for k in keys if not str(body.get(k) or "").strip()]
+        if missing:
+            raise tornado.web.HTTPError(400, f"the request body lacks {', '.join(repr(k) for k in missing)}")
+        return body
+
+    async def answer(self, func, *args) -> None:
+        from ..registry import RegistryError, UnknownRef
+
+        try:
+            self.write_json(await self.off_loop(func, *args))
+        except UnknownRef as exc:
+            self.write_json({"message": str(exc)}, status=404)
+        except RegistryError as exc:
+            self.write_json({"message": str(exc)}, status=400)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Our 4xx answers carry {"message": one sentence}, like the registry's own refusals.
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message}))
+
+
+def _alias_json(name: str, alias: str, registry) -> dict:
+    state = registry.aliases(name)[alias]
+    return {"name": name, "alias": alias, **state.to_json()}
+
+
+class RegistryListHandler(RegistryHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        notebook = self.get_query_argument("notebook", default=None)
+        keys = _notebook_keys(notebook, self.root_dir) if notebook else None
+
+        def listing() -> dict:
+            registry = self.open_registry()
+            models = []
+            for name in registry.models():
+                versions = registry.versions(name)
+                if keys is not None and not any(
+                        v.notebook and (v.notebook in keys or os.path.realpath(v.notebook) in keys) for v in versions):
+                    continue
+                models.append({"name": name, "versions": [v.to_json(with_files=False) for v in versions],
+                               "aliases": {a: s.to_json() for a, s in registry.aliases(name).items()}})
+            return {"registry": registry.uri, "models": models}
+
+        await self.answer(listing)
+
+
+class RegistryPushHandler(RegistryHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body("project")
+        try:
+            project = resolve_project(str(body["project"]), self.root_dir)
+        except ProjectNotFound as exc:
+            self.write_json({"message": str(exc)}, status=404)
+            return
+
+        def push() -> dict:
+            record = self.open_registry().push(project)
+            return {**record.to_json(with_files=False), "created": record.created}
+
+        await self.answer(push)
+
+
+class RegistryPromoteHandler(RegistryHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body("name", "version", "alias")
+        name, version, alias = str(body["name"]), str(body["version"]), str(body["alias"])
+
+        def promote() -> dict:
+            registry = self.open_registry()
+            registry.promote(name, version, alias)
+            return _alias_json(name, alias, registry)
+
+        await self.answer(promote)
+
+
+class RegistryRollbackHandler(RegistryHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body("name", "alias")
+        name, alias = str(body["name"]), str(body["alias"])
+
+        def rollback() -> dict:
+            registry = self.open_registry()
+            registry.rollback(name, alias)
+            return _alias_json(name, alias, registry)
+
+        await self.answer(rollback)

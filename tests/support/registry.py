@@ -18,7 +18,7 @@ TRAIN = """
 """
 
 
-def export_projects(folder: Path, name: str = "churn") -> tuple[Path, Path]:
+def export_projects(folder: Path, name: str = "churn", notebook: str | None = None) -> tuple[Path, Path]:
     """Two real `%ship --no-verify` exports of a tiny sklearn model (different C): (first, second) copies."""
     import shutil
 
@@ -26,6 +26,8 @@ def export_projects(folder: Path, name: str = "churn") -> tuple[Path, Path]:
 
     cwd = os.getcwd()
     os.chdir(folder)
+    saved_notebook = os.environ.get("MLSHIP_NOTEBOOK")
+    os.environ["MLSHIP_NOTEBOOK"] = notebook or str(folder / "churn.ipynb")
     shell = InteractiveShell.instance()
     shell.reset(new_session=True)
     try:
@@ -41,6 +43,10 @@ def export_projects(folder: Path, name: str = "churn") -> tuple[Path, Path]:
     finally:
         shell.reset(new_session=True)
         os.chdir(cwd)
+        if saved_notebook is None:
+            os.environ.pop("MLSHIP_NOTEBOOK", None)
+        else:
+            os.environ["MLSHIP_NOTEBOOK"] = saved_notebook
 
 
 @contextlib.contextmanager
@@ -67,3 +73,43 @@ def moto_s3(bucket: str = "models") -> Iterator[dict]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def copy_project(source: Path, folder: Path) -> Path:
+    """A fresh copy (a push stamps the folder's ship.json and REVIEW.md)."""
+    import shutil
+
+    target = folder / f"{source.name}-{len(list(folder.glob(source.name + '-*')))}"
+    shutil.copytree(source, target)
+    return target
+
+
+def race(calls, rounds: int = 30):
+    """Run the calls at the same moment (threads behind a barrier), round after round, until two collide.
+
+    Returns [(round results: value or exception per call)]; fails loudly when no round ever collided.
+    """
+    import threading
+
+    seen = []
+    for _ in range(rounds):
+        barrier = threading.Barrier(len(calls))
+        results: list = [None] * len(calls)
+
+        def run(i):
+            barrier.wait()
+            try:
+                results[i] = calls[i]()
+            except Exception as exc:  # the refusal is the result under test
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+            assert not t.is_alive(), "a racing call did not finish within 60 s"
+        seen.append(results)
+        if any(isinstance(r, Exception) for r in results):
+            return seen
+    raise AssertionError(f"{rounds} rounds of {len(calls)} simultaneous calls never collided; the race was not exercised")
