@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,21 +25,29 @@ class Uvicorn:
     """`python -m uvicorn APP` in `cwd`, waited for until `ready_path` answers 200."""
 
     def __init__(self, app: str, cwd: Path, env: dict[str, str] | None = None, ready_path: str = "/healthz",
-                 app_dir: Path | None = None) -> None:
+                 app_dir: Path | None = None, wait: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
                    "--no-access-log"]
         if app_dir is not None:
             command += ["--app-dir", str(app_dir)]
+        # Output to a file, not a pipe nobody reads: a full pipe would block the server mid-test.
+        self.log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)
         self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: self._answers(ready_path), 60, f"{app} on port {self.port} to answer {ready_path}",
-                 on_timeout=self.stop)
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.app, self.ready_path = app, ready_path
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> Uvicorn:
+        wait_for(lambda: self._answers(self.ready_path), 90,
+                 f"{self.app} on port {self.port} to answer {self.ready_path}", on_timeout=self.stop)
+        return self
 
     def _answers(self, path: str) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"{self.url} exited: {self.process.stdout.read()}")
+            raise AssertionError(f"{self.url} exited: {self.output()}")
         try:
             return httpx.get(self.url + path, timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -53,7 +62,10 @@ class Uvicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stdout.read() if self.process.stdout else ""
+        return self.output()
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, on_timeout: Callable | None = None,

@@ -1,5 +1,6 @@
 """A stand-in model version for router tests: waits DELAY_S, then answers what UPSTREAM (a real service)
-answers. It remembers every X-Request-ID it saw, so a test can prove a shadow got every request."""
+answers for the same body (asked once per distinct body, so it adds no load on UPSTREAM). It remembers
+every X-Request-ID it saw, so a test can prove a shadow got every request."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ DELAY_S = float(os.environ.get("DELAY_S", "0.2"))
 UPSTREAM = os.environ["UPSTREAM"]
 app = FastAPI()
 seen: list[str] = []
+answers: dict[bytes, tuple[bytes, int]] = {}
+client = httpx.AsyncClient(timeout=30)  # one pool: a client per request would cost more CPU than the test
 
 
 @app.post("/predict")
@@ -20,9 +23,11 @@ async def predict(request: Request) -> Response:
     seen.append(request.headers.get("x-request-id", ""))
     body = await request.body()
     await asyncio.sleep(DELAY_S)
-    async with httpx.AsyncClient() as client:
+    if body not in answers:
         answer = await client.post(f"{UPSTREAM}/predict", content=body, headers={"content-type": "application/json"})
-    return Response(answer.content, answer.status_code, media_type="application/json")
+        answers[body] = answer.content, answer.status_code
+    content, status = answers[body]
+    return Response(content, status, media_type="application/json")
 
 
 @app.get("/seen")

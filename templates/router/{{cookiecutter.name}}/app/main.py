@@ -367,6 +367,23 @@ async def predict_by_name(name: str, request: Request) -> Response:
     return await forward(request, f"/v1/models/{name}:predict")
 
 
+@app.post("/route")
+async def route_only(request: Request) -> JSONResponse:
+    """The version this request goes to, chosen and remembered exactly as for /predict, but not forwarded.
+
+    For checking a table ("which version does user X see?") and for simulating a policy at high rates:
+    feedback on the returned request_id counts like feedback on a real prediction.
+    """
+    table = router.table
+    if router.routes is None or table is None:
+        raise HTTPException(503, "no routing table loaded")
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    version = await choose(table, request, await request.body())
+    await router.state.remember(request_id, version)
+    return JSONResponse({"request_id": request_id, "version": version, "policy": table.kind},
+                        headers={"X-Request-ID": request_id, "X-Model-Version": version, "X-Route": table.kind})
+
+
 class Feedback(BaseModel):
     request_id: str
     reward: float = Field(ge=0, le=1)
