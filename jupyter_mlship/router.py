@@ -59,7 +59,8 @@ def default_routes(name: str, backends: dict[str, str], policy: str = "split",
         elif len(versions) == 1:
             weights = {versions[0]: 100}
         else:
-            weights = {versions[0]: 90, **{v: round(10 / (len(versions) - 1), 4) for v in versions[1:]}}
+            rest = 10 / (len(versions) - 1)
+            weights = {versions[0]: 90, **{v: int(rest) if rest == int(rest) else round(rest, 4) for v in versions[1:]}}
         routes["policy"] = {"kind": "split", "weights": weights}
     elif policy == "shadow":
         if follow:
@@ -152,7 +153,7 @@ def _context(name: str, routes: dict[str, Any]) -> dict[str, Any]:
         "_routes_yaml": header.format(name) + _yaml(routes),
         "_compose_routes_yaml": header.format(name) + "# Used by compose.yaml: backends are the containers.\n"
         + _yaml(compose_routes),
-        "_k8s_routes_yaml": _yaml(k8s_routes),
+        "_k8s_routes_yaml": _yaml(k8s_routes).rstrip("\n"),
         "_versions": {v: service_host(name, v) for v in versions},
         "_redis": bool(routes.get("state", {}).get("redis")),
         # Text, not lists: cookiecutter reads a list as a choice among the template's defaults.
@@ -163,4 +164,4 @@ def _context(name: str, routes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _yaml(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

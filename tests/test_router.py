@@ -10,6 +10,7 @@ import asyncio
 import random
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from jupyter_mlship.router import default_routes, render_router
+from support.notebooks import mlship
 from support.registry import export_projects
 from support.router import SUPPORT, Uvicorn, blast, metric, routes_now, start_router, wait_for, write_routes
 
@@ -313,3 +315,49 @@ def test_a_slow_backend_is_a_504_naming_the_version(churn, router):
         assert answer.json()["detail"] == "version slow did not answer within 0.5 s"
     finally:
         slow.stop()
+
+
+def test_rollback_moves_all_live_traffic_back_within_5_seconds_without_a_failed_request(churn, router, tmp_path):
+    from jupyter_mlship.registry import open_registry
+
+    folder = Path(churn[2])
+    uri = (tmp_path / "registry").as_uri()
+    registry = open_registry(uri)
+    registry.push(folder / "project1", version="1")
+    registry.push(folder / "project2", version="2")
+    registry.promote("churn", "1", "production")
+    registry.promote("churn", "2", "production")
+    front = router({"name": "churn", "backends": backends(churn),
+                    "policy": {"kind": "split", "weights": {"primary": 100}},
+                    "follow": {"registry": uri, "name": "churn", "alias": "production", "poll_s": 0.5}})
+    assert routes_now(front)["weights"] == {"2": 1.0}
+
+    log: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post(f"{front.url}/predict", json=BODY)
+                log.append((time.monotonic(), answer.status_code, answer.headers.get("X-Model-Version", "")))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        wait_for(lambda: len(log) >= 10, 30, "traffic to flow")
+        issued = time.monotonic()
+        done = mlship("rollback", "churn", "--alias", "production", "--registry", uri)
+        rolled_back = time.monotonic()  # the alias has moved by now
+        assert done.returncode == 0, done.stderr
+        assert "churn@production → 1" in done.stdout
+        wait_for(lambda: [v for t, _, v in log if t > rolled_back][-10:] == ["1"] * 10, 10,
+                 "ten answers in a row from version 1 after the rollback")
+    finally:
+        stop.set()
+        sender.join(30)
+    assert {status for _, status, _ in log} == {200}  # no request failed during the switch
+    last_on_2 = max(t for t, _, v in log if v == "2")
+    print(f"rollback: `mlship rollback` ran {rolled_back - issued:.2f} s; the last answer from version 2 came "
+          f"{last_on_2 - issued:.2f} s after it was issued; {len(log)} requests, none failed")
+    assert last_on_2 - rolled_back <= 5.0
+    assert routes_now(front)["follow"]["version"] == "1"
