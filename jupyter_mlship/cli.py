@@ -282,6 +282,8 @@ def _router(args: argparse.Namespace) -> int:
     from .router import default_routes, render_router
 
     try:
+        if Path(args.out).exists():  # before asking a registry anything
+            raise ShipError(f"{Path(args.out).absolute()} already exists; choose another --out or remove it first")
         registry = None
         if args.registry or args.alias or args.serve or not args.versions:
             from .registry import open_registry

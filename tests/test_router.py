@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from jupyter_mlship.router import default_routes, render_router
-from support.notebooks import mlship
+from support.notebooks import free_port, mlship
 from support.registry import export_projects
 from support.router import SUPPORT, Uvicorn, blast, metric, routes_now, start_router, wait_for, write_routes
 
@@ -233,7 +236,7 @@ def test_bandit_sends_most_traffic_to_the_better_version(churn, router):
 
 @pytest.fixture
 def redis_url(tmp_path):
-    port = __import__("support.notebooks", fromlist=["free_port"]).free_port()
+    port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -317,16 +320,9 @@ def test_a_slow_backend_is_a_504_naming_the_version(churn, router):
         slow.stop()
 
 
-def test_rollback_moves_all_live_traffic_back_within_5_seconds_without_a_failed_request(churn, router, tmp_path):
-    from jupyter_mlship.registry import open_registry
-
-    folder = Path(churn[2])
-    uri = (tmp_path / "registry").as_uri()
-    registry = open_registry(uri)
-    registry.push(folder / "project1", version="1")
-    registry.push(folder / "project2", version="2")
-    registry.promote("churn", "1", "production")
-    registry.promote("churn", "2", "production")
+def test_rollback_moves_all_live_traffic_back_within_5_seconds_without_a_failed_request(
+        churn, router, registry_with_production):
+    uri = registry_with_production
     front = router({"name": "churn", "backends": backends(churn),
                     "policy": {"kind": "split", "weights": {"primary": 100}},
                     "follow": {"registry": uri, "name": "churn", "alias": "production", "poll_s": 0.5}})
@@ -361,3 +357,72 @@ def test_rollback_moves_all_live_traffic_back_within_5_seconds_without_a_failed_
           f"{last_on_2 - issued:.2f} s after it was issued; {len(log)} requests, none failed")
     assert last_on_2 - rolled_back <= 5.0
     assert routes_now(front)["follow"]["version"] == "1"
+
+
+@pytest.fixture
+def registry_with_production(churn, tmp_path):
+    """A file registry holding versions 1 and 2 of churn, production promoted 1 then 2."""
+    from jupyter_mlship.registry import open_registry
+
+    uri = (tmp_path / "registry").as_uri()
+    registry = open_registry(uri)
+    for version in ("1", "2"):
+        registry.push(Path(churn[2]) / f"project{version}", version=version)
+        registry.promote("churn", version, "production")
+    return uri
+
+
+def test_mlship_router_renders_a_project_whose_own_tests_pass_and_refuses_bad_requests(registry_with_production,
+                                                                                       tmp_path):
+    uri = registry_with_production
+    done = mlship("router", "churn", "--out", str(tmp_path / "r"), "--registry", uri, "--alias", "production")
+    assert done.returncode == 0, done.stderr
+    routes = yaml.safe_load((tmp_path / "r" / "routes.yaml").read_text())
+    assert routes["backends"] == {"1": "http://127.0.0.1:8081", "2": "http://127.0.0.1:8082"}
+    assert routes["policy"] == {"kind": "split", "weights": {"primary": 100}}
+    assert routes["follow"] == {"registry": uri, "name": "churn", "alias": "production"}
+    assert "redis==" in (tmp_path / "r" / "requirements.txt").read_text()
+    assert "jupyter" not in (tmp_path / "r" / "requirements.txt").read_text().lower()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path / "r",
+                           capture_output=True, text=True, timeout=300)
+    assert tests.returncode == 0, tests.stdout[-3000:]
+
+    refused = [
+        (["--out", str(tmp_path / "r")], "already exists"),
+        (["--out", str(tmp_path / "b"), "--versions", "1", "--policy", "bandit"], "a bandit needs at least two"),
+        (["--out", str(tmp_path / "c"), "--versions", "1,7", "--registry", uri], "7"),
+        (["--out", str(tmp_path / "d"), "--registry", uri, "--alias", "staging"], "no alias 'staging'"),
+    ]
+    for args, message in refused:
+        done = mlship("router", "churn", *args)
+        assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "registry"]  # nothing half-written
+
+
+def test_mlship_router_serve_starts_versions_and_router_and_stops_them_all(registry_with_production, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "jupyter_mlship.cli", "router", "churn", "--out", str(tmp_path / "r"),
+               "--registry", registry_with_production, "--alias", "production", "--serve", "--env", "here",
+               "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w")
+    serving = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    urls = [f"http://127.0.0.1:{port + n}" for n in range(3)]
+    try:
+        def router_ready() -> bool:
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                return httpx.get(f"{urls[0]}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(router_ready, 180, "mlship router --serve to bring up the versions and the router", interval=0.5)
+        answer = httpx.post(f"{urls[0]}/predict", json=BODY, timeout=30)
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "2"
+        serving.send_signal(signal.SIGINT)  # Ctrl-C
+        assert serving.wait(60) == 0
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+    for url in urls:  # the router and both versions are gone with it
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2)
