@@ -38,6 +38,12 @@ WATCH_S = float(os.environ.get("ROUTES_WATCH_S", "1.0"))  # how often routes.yam
 RETRYABLE = {502, 503, 504}  # a backend that is down or not ready; failover may try the next version
 
 log = logging.getLogger("router")
+if not log.handlers:  # uvicorn configures only its own loggers: table changes and shadow results go to stderr
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(os.environ.get("ROUTER_LOG_LEVEL", "INFO").upper())
+    log.propagate = False
 
 # --- metrics ------------------------------------------------------------------------------------------
 REGISTRY = CollectorRegistry()
