@@ -35,19 +35,29 @@ def version_service(project: Path, wait: bool = True) -> Uvicorn:
 
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory):
-    """Two served versions and a rendered router project: (project, {version: Service}, folder)."""
+    """Two served versions and a rendered router project: (project, {version: Service}, folder, extras).
+
+    Every process the module needs starts at once (they load in parallel): versions 1 and 2, a third
+    copy of version 2 for the kill test, and stand-ins that relay version 1 after 0.2 s and after 5 s."""
     folder = tmp_path_factory.mktemp("router")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLSHIP_HISTORY", str(folder / "history.jsonl"))
         first, second = export_projects(folder)
     services = {"1": version_service(first, wait=False), "2": version_service(second, wait=False)}
+    extras = {"doomed": version_service(second, wait=False)}
     try:
+        services["1"].wait_ready()
+        for label, delay in (("slow", "0.2"), ("slower", "5")):
+            extras[label] = Uvicorn("slow_version:app", SUPPORT, env={"UPSTREAM": services["1"].url,
+                                                                      "DELAY_S": delay}, app_dir=SUPPORT, wait=False)
         backends = {v: s.wait_ready().url for v, s in services.items()}
+        for process in extras.values():
+            process.wait_ready()
         project = render_router("churn", default_routes("churn", backends), folder / "churn-router")
-        yield project, services, folder
+        yield project, services, folder, extras
     finally:
-        for service in services.values():
-            service.stop()
+        for process in [*services.values(), *extras.values()]:
+            process.stop()
 
 
 @pytest.fixture
@@ -140,37 +150,32 @@ def counted(router: Uvicorn, at_least: float, **labels: str) -> str:
 
 
 def test_shadow_gets_every_request_in_the_background_and_never_slows_or_answers_the_caller(churn, router):
-    services = churn[1]
-    slow = Uvicorn("slow_version:app", SUPPORT, env={"UPSTREAM": services["1"].url, "DELAY_S": "0.2"},
-                   app_dir=SUPPORT)
-    try:
-        all_backends = {**backends(churn), "slow": slow.url}
-        plain = router({"name": "churn", "backends": all_backends,
-                        "policy": {"kind": "split", "weights": {"1": 100}}})
-        shadowed = router({"name": "churn", "backends": all_backends,
-                           "policy": {"kind": "shadow", "primary": "1", "shadows": ["slow"]}})
-        _median_latency(plain.url, 10, [])  # warm both paths up
-        _median_latency(shadowed.url, 10, [])
-        slow_seen_before = len(httpx.get(f"{slow.url}/seen").json())
-        baseline = _median_latency(plain.url, 60, [])
-        ids: list[str] = []
-        with_shadow = _median_latency(shadowed.url, 60, ids)
-        print(f"caller median latency: {baseline * 1000:.1f} ms without shadow, {with_shadow * 1000:.1f} ms "
-              f"with a +200 ms shadow (ratio {with_shadow / baseline:.2f})")
-        # Waiting for the shadow would put its 200 ms into every call: the caller's median stays below that.
-        # (The ratio is printed, not asserted: on a shared 2-core machine timings are not a test.)
-        assert with_shadow < 0.2
+    slow = churn[3]["slow"]
+    all_backends = {**backends(churn), "slow": slow.url}
+    plain = router({"name": "churn", "backends": all_backends,
+                    "policy": {"kind": "split", "weights": {"1": 100}}})
+    shadowed = router({"name": "churn", "backends": all_backends,
+                       "policy": {"kind": "shadow", "primary": "1", "shadows": ["slow"]}})
+    _median_latency(plain.url, 10, [])  # warm both paths up
+    _median_latency(shadowed.url, 10, [])
+    slow_seen_before = len(httpx.get(f"{slow.url}/seen").json())
+    baseline = _median_latency(plain.url, 60, [])
+    ids: list[str] = []
+    with_shadow = _median_latency(shadowed.url, 60, ids)
+    print(f"caller median latency: {baseline * 1000:.1f} ms without shadow, {with_shadow * 1000:.1f} ms "
+          f"with a +200 ms shadow (ratio {with_shadow / baseline:.2f})")
+    # Waiting for the shadow would put its 200 ms into every call: the caller's median stays below that.
+    # (The ratio is printed, not asserted: on a shared 2-core machine timings are not a test.)
+    assert with_shadow < 0.2
 
-        def shadow_saw_all() -> list[str]:
-            seen = httpx.get(f"{slow.url}/seen").json()[slow_seen_before:]
-            return seen if len(seen) >= len(ids) else []
+    def shadow_saw_all() -> list[str]:
+        seen = httpx.get(f"{slow.url}/seen").json()[slow_seen_before:]
+        return seen if len(seen) >= len(ids) else []
 
-        assert sorted(wait_for(shadow_saw_all, 30, "the slow shadow to receive every request")) == sorted(ids)
-        # The slow shadow answers what version 1 answers: every comparison agrees.
-        text = counted(shadowed, 70, name="mlship_router_shadow_total", version="slow", result="agree")
-        assert metric(text, "mlship_router_shadow_total", version="slow", result="agree") == 70
-    finally:
-        slow.stop()
+    assert sorted(wait_for(shadow_saw_all, 30, "the slow shadow to receive every request")) == sorted(ids)
+    # The slow shadow answers what version 1 answers: every comparison agrees.
+    text = counted(shadowed, 70, name="mlship_router_shadow_total", version="slow", result="agree")
+    assert metric(text, "mlship_router_shadow_total", version="slow", result="agree") == 70
 
     # Version 2 (another model) as the shadow: the callers still only see version 1, the disagreement is counted.
     candidate = router({"name": "churn", "backends": backends(churn),
@@ -284,8 +289,7 @@ def test_two_bandit_routers_sharing_redis_agree_on_the_posteriors(churn, router,
 
 
 def test_a_killed_backend_is_a_clear_502_or_a_failover_never_a_hang(churn, router):
-    project_of_2 = Path(churn[2]) / "project2"
-    doomed = version_service(project_of_2)
+    doomed = churn[3]["doomed"]
     all_backends = {**backends(churn), "3": doomed.url}
     strict = router({"name": "churn", "backends": all_backends, "timeout_s": 2,
                      "policy": {"kind": "split", "weights": {"3": 100}}})
@@ -308,16 +312,11 @@ def test_a_killed_backend_is_a_clear_502_or_a_failover_never_a_hang(churn, route
 
 
 def test_a_slow_backend_is_a_504_naming_the_version(churn, router):
-    slow = Uvicorn("slow_version:app", SUPPORT, env={"UPSTREAM": churn[1]["1"].url, "DELAY_S": "5"},
-                   app_dir=SUPPORT)
-    try:
-        front = router({"name": "churn", "backends": {"slow": slow.url}, "timeout_s": 0.5,
-                        "policy": {"kind": "split", "weights": {"slow": 1}}})
-        answer = httpx.post(f"{front.url}/predict", json=BODY, timeout=10)
-        assert answer.status_code == 504
-        assert answer.json()["detail"] == "version slow did not answer within 0.5 s"
-    finally:
-        slow.stop()
+    front = router({"name": "churn", "backends": {"slow": churn[3]["slower"].url}, "timeout_s": 0.5,
+                    "policy": {"kind": "split", "weights": {"slow": 1}}})
+    answer = httpx.post(f"{front.url}/predict", json=BODY, timeout=10)
+    assert answer.status_code == 504
+    assert answer.json()["detail"] == "version slow did not answer within 0.5 s"
 
 
 def test_rollback_moves_all_live_traffic_back_within_5_seconds_without_a_failed_request(

@@ -402,6 +402,7 @@ async def feedback(items: Feedback | list[Feedback]) -> JSONResponse:
     items = items if isinstance(items, list) else [items]
     rewarded, unknown = 0, []
     table = router.table
+    outcomes: dict[str, list[dict]] = {}  # version -> what goes on to its own /feedback, one call each
     for item in items:
         version = await router.state.take(item.request_id)
         if version is None:
@@ -413,7 +414,9 @@ async def feedback(items: Feedback | list[Feedback]) -> JSONResponse:
         if table is not None and table.kind == "bandit" and version in table.arms:
             await router.state.add_reward(version, item.reward)
         outcome = item.reward if item.outcome is None else item.outcome
-        task = asyncio.create_task(_pass_feedback(version, item.request_id, outcome))
+        outcomes.setdefault(version, []).append({"request_id": item.request_id, "outcome": outcome})
+    for version, batch in outcomes.items():
+        task = asyncio.create_task(_pass_feedback(version, batch))
         router.background.add(task)
         task.add_done_callback(router.background.discard)
     if unknown and not rewarded:
@@ -422,10 +425,11 @@ async def feedback(items: Feedback | list[Feedback]) -> JSONResponse:
     return JSONResponse({"rewarded": rewarded, "unknown": unknown})
 
 
-async def _pass_feedback(version: str, request_id: str, outcome: Any) -> None:
+async def _pass_feedback(version: str, batch: list[dict]) -> None:
     try:
-        await call_backend(version, "/feedback", json.dumps({"request_id": request_id, "outcome": outcome}).encode(),
-                           {"content-type": "application/json"}, router.routes.timeout_s)  # type: ignore[union-attr]
+        body = json.dumps(batch if len(batch) > 1 else batch[0]).encode()
+        await call_backend(version, "/feedback", body, {"content-type": "application/json"},
+                           router.routes.timeout_s)  # type: ignore[union-attr]
     except Exception as exc:  # the service may predate /feedback; the bandit has its reward already
         log.debug("feedback to version %s failed: %s", version, exc)
 
