@@ -63,7 +63,7 @@ def churn(tmp_path_factory):
 @pytest.fixture
 def router(churn, tmp_path):
     """start(routes) -> a running router process on its own routes.yaml; all stopped after the test."""
-    project, _, _ = churn
+    project = churn[0]
     started: list[Uvicorn] = []
 
     def start(routes: dict, routes_file: Path | None = None) -> Uvicorn:
