@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -188,7 +189,7 @@ def test_concurrent_promotes_never_lose_an_update(projects, registry_env):
                         for x in lost)
     history = registry.aliases("churn")["production"].history
     assert [(e.seq, e.version) for e in history] == [(e.seq, e.version) for e in sorted(won, key=lambda e: e.seq)]  # every winner, in order
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert after.previous == before.version  # nobody overwrote anybody
 
 
@@ -226,9 +227,9 @@ def test_cli_push_models_promote_rollback_pull_diff_gc(projects, registry_env, t
     assert "(parent 1)" in mlship("push", str(second)).stdout
     refused = mlship("push", str(first), "--version", "2")
     assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
+    assert refused.stderr.strip().splitlines() == [(
         f"mlship push: churn version 2 already exists in {registry_env} with different contents; "
-        "versions are immutable: push without --version to get the next one"]
+        "versions are immutable: push without --version to get the next one")]
 
     assert mlship("promote", "churn", "1", "--alias", "production").returncode == 0
     promoted = mlship("promote", "churn", "2", "--alias", "production")
@@ -305,3 +306,36 @@ def test_a_missing_registry_folder_is_not_created_by_reading(registry_env):
         registry.resolve("churn@production")
     assert not registry_env.exists()
     assert os.environ["MLSHIP_REGISTRY"] == registry.uri
+
+
+def test_build_takes_a_registry_reference(projects, registry_env, tmp_path):
+    registry = open_registry()
+    registry.push(projects[0])
+    unknown = mlship("build", "churn@9")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == f"mlship build: churn has no version 9 in the registry {registry_env}"
+    # A known reference is pulled into the cache and handed to the builder as a folder (whatever the builder
+    # here can do: the daemon may be absent; that error is the builder's, not "not a project").
+    built = mlship("build", "churn@1", "--builder", "docker", "--no-smoke", timeout=300)
+    assert "ship.json" not in built.stderr and "churn@1" not in built.stderr, built.stderr
+    assert len(list((tmp_path / "cache").glob("*/churn/1/ship.json"))) == 1
+
+
+def test_diff_reports_pins_and_schema_changes_for_a_reviewer(projects):
+    from jupyter_mlship.registry.diff import diff_refs
+
+    first, second = projects
+    requirements = (second / "requirements.txt").read_text().splitlines()
+    changed = [line.replace("==", "==0.0.1+") if line.startswith("numpy==") else line for line in requirements]
+    dropped = changed[-1].split("==")[0]
+    (second / "requirements.txt").write_text("\n".join(changed[:-1] + ["tabulate==0.9.0"]) + "\n")
+    ship = json.loads((second / "ship.json").read_text())
+    ship["input"]["width"], ship["input"]["nullable"] = 3, True
+    (second / "ship.json").write_text(json.dumps(ship))
+
+    text = diff_refs(None, str(first), str(second)).to_text()
+
+    assert "+ tabulate==0.9.0 (added)" in text and f"- {dropped.lower()}==" in text
+    assert "~ numpy: " in text and "→ 0.0.1+" in text
+    assert "~ request width: 2 → 3" in text and "~ request nullable: False → True" in text
+    assert diff_refs(None, str(first), str(first)).identical

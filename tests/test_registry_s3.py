@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -54,7 +55,7 @@ def test_push_list_promote_rollback_pull_on_s3(s3, uri, projects, tmp_path):
     first, second = projects
     assert registry.push(first).version == "1"
     assert registry.push(first).created is False
-    assert (registry.push(second).version, registry.resolve(f"churn").parent) == ("2", "1")
+    assert (registry.push(second).version, registry.resolve("churn").parent) == ("2", "1")
     assert registry.models() == ["churn"]
     assert [v.version for v in registry.versions("churn")] == ["1", "2"]
 
@@ -97,7 +98,7 @@ def test_concurrent_promotes_on_s3_never_lose_an_update(s3, uri, projects):
     assert lost and all("moved by someone else at the same moment" in str(x) for x in lost)
     history = registry.aliases("churn")["production"].history
     assert [(e.seq, e.version) for e in history] == [(e.seq, e.version) for e in sorted(won, key=lambda e: e.seq)]
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert after.previous == before.version
 
 

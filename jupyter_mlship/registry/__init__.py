@@ -6,5 +6,5 @@
 from .refs import Ref, RegistryError, UnknownRef, parse_ref
 from .store import AliasEvent, AliasState, Registry, VersionRecord, open_registry
 
-__all__ = ["open_registry", "parse_ref", "RegistryError", "UnknownRef", "Registry", "Ref", "VersionRecord", "AliasEvent",
-           "AliasState"]
+__all__ = ["AliasEvent", "AliasState", "Ref", "Registry", "RegistryError", "UnknownRef", "VersionRecord",
+           "open_registry", "parse_ref"]

@@ -171,9 +171,9 @@ def _artifacts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
     lines = [f"+ `{n}` ({show(arts_b[n])}) added" for n in arts_b if n not in arts_a]
     lines += [f"- `{n}` ({show(arts_a[n])}) removed" for n in arts_a if n not in arts_b]
-    for n in arts_a:
+    for n, x in arts_a.items():
         if n in arts_b:
-            x, y = arts_a[n], arts_b[n]
+            y = arts_b[n]
             changes = []
             if x["format"] != y["format"]:
                 changes.append(f"format {x['format']} → {y['format']}")

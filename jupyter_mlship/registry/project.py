@@ -82,7 +82,7 @@ class ProjectFiles:
         return self.spec.name
 
     @classmethod
-    def read(cls, folder: Path) -> "ProjectFiles":
+    def read(cls, folder: Path) -> ProjectFiles:
         folder = Path(folder).expanduser().absolute()
         if not folder.is_dir():
             raise RegistryError(f"no project at {folder}: the folder does not exist")
@@ -111,7 +111,7 @@ class ProjectFiles:
         content = hashlib.sha256("".join(lines).encode()).hexdigest()
         return cls(folder=folder, spec=spec, review=review, paths=paths, content_sha256=content)
 
-    def record(self, registry: "Registry", version: str, parent: str | None) -> "VersionRecord":
+    def record(self, registry: Registry, version: str, parent: str | None) -> VersionRecord:
         from .store import VersionRecord, current_user, git_head, now_iso
 
         notebook = self.spec.source.notebook
@@ -125,7 +125,7 @@ class ProjectFiles:
             content_sha256=self.content_sha256, registry=registry.uri,
         )
 
-    def stamped_texts(self, record: "VersionRecord") -> dict[str, bytes]:
+    def stamped_texts(self, record: VersionRecord) -> dict[str, bytes]:
         info = RegistryInfo(uri=record.registry, version=record.version, parent=record.parent,
                             pushed_at=record.pushed_at)
         texts = {"ship.json": (self.spec.model_copy(update={"registry": info}).model_dump_json(indent=2) + "\n").encode()}
@@ -133,7 +133,7 @@ class ProjectFiles:
             texts["REVIEW.md"] = review_with_section(self.review, info, record.pushed_by).encode()
         return texts
 
-    def stamp_local(self, record: "VersionRecord") -> None:
+    def stamp_local(self, record: VersionRecord) -> None:
         """Write the stamped ship.json and REVIEW.md into the folder (same bytes as the registry's copy)."""
         for path, data in self.stamped_texts(record).items():
             target = self.folder / path

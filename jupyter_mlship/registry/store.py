@@ -26,9 +26,10 @@ import subprocess
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .refs import (
     LATEST,
@@ -66,7 +67,7 @@ def now_iso() -> str:
 def current_user() -> str:
     try:
         user = getpass.getuser()
-    except Exception:  # no login name in some containers
+    except Exception:  # noqa: BLE001 - no login name in some containers
         user = "unknown"
     return os.environ.get("MLSHIP_USER") or f"{user}@{socket.gethostname()}"
 
@@ -104,7 +105,7 @@ class VersionRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "VersionRecord":
+    def from_json(cls, data: dict[str, Any]) -> VersionRecord:
         known = {f for f in cls.__dataclass_fields__ if f != "created"}
         return cls(**{k: v for k, v in data.items() if k in known}, created=False)
 
@@ -577,7 +578,7 @@ def open_registry(uri: str | None = None, storage_options: dict[str, Any] | None
     options = dict(storage_options or {})
     # A fresh client each time: fsspec's instance cache would keep credentials or an endpoint that changed.
     options.setdefault("skip_instance_cache", True)
-    if uri.startswith("/") or uri.startswith("file://"):
+    if uri.startswith(("/", "file://")):
         options.setdefault("auto_mkdir", True)  # object stores have no folders; a local one needs them made
     try:
         fs, root = fsspec.core.url_to_fs(uri, **options)
@@ -619,14 +620,15 @@ def git_head(path: Path | None) -> str | None:
     if not folder.is_dir():
         return None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10,
+                              check=False)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-__all__ = ["Registry", "VersionRecord", "AliasEvent", "AliasState", "open_registry", "LATEST"]
+__all__ = ["LATEST", "AliasEvent", "AliasState", "Registry", "VersionRecord", "open_registry"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .notebooks import free_port, ok_cell
 
@@ -96,11 +96,11 @@ def race(calls, rounds: int = 30):
         barrier = threading.Barrier(len(calls))
         results: list = [None] * len(calls)
 
-        def run(i):
+        def run(i, barrier=barrier, results=results):
             barrier.wait()
             try:
                 results[i] = calls[i]()
-            except Exception as exc:  # the refusal is the result under test
+            except Exception as exc:  # noqa: BLE001 - the refusal is the result under test
                 results[i] = exc
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
