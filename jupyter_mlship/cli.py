@@ -293,6 +293,14 @@ def _router(args: argparse.Namespace) -> int:
         if registry is not None and (args.serve or args.alias or args.registry):
             for version in versions:
                 registry.resolve(f"{args.name}@{version}")  # an unknown version is refused before writing
+        if args.alias:
+            state = registry.aliases(args.name).get(args.alias)
+            current = state.version if state else None
+            if current is None:
+                raise ShipError(f"{args.name} has no alias {args.alias!r} in {registry.uri}: promote a version first")
+            if current not in versions:
+                raise ShipError(f"--versions: {args.alias} points at version {current}, which is not among "
+                                f"{', '.join(versions)}; add it so the router can follow the alias")
         backends = {v: f"http://127.0.0.1:{args.port + 1 + i}" for i, v in enumerate(versions)}
         follow = {"registry": registry.uri, "name": args.name, "alias": args.alias} if args.alias else None
         routes = default_routes(args.name, backends, args.policy, follow=follow, redis=args.redis)

@@ -391,6 +391,8 @@ def test_mlship_router_renders_a_project_whose_own_tests_pass_and_refuses_bad_re
         (["--out", str(tmp_path / "b"), "--versions", "1", "--policy", "bandit"], "a bandit needs at least two"),
         (["--out", str(tmp_path / "c"), "--versions", "1,7", "--registry", uri], "7"),
         (["--out", str(tmp_path / "d"), "--registry", uri, "--alias", "staging"], "no alias 'staging'"),
+        (["--out", str(tmp_path / "e"), "--registry", uri, "--alias", "production", "--versions", "1"],
+         "production points at version 2, which is not among 1"),
     ]
     for args, message in refused:
         done = mlship("router", "churn", *args)
