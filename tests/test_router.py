@@ -403,8 +403,8 @@ def test_mlship_router_renders_a_project_whose_own_tests_pass_and_refuses_bad_re
 def test_mlship_router_serve_starts_versions_and_router_and_stops_them_all(registry_with_production, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "jupyter_mlship.cli", "router", "churn", "--out", str(tmp_path / "r"),
-               "--registry", registry_with_production, "--alias", "production", "--serve", "--env", "here",
-               "--port", str(port)]
+               "--registry", registry_with_production, "--alias", "production", "--serve",
+               "--port", str(port)]  # each version in its cached clean environment, as `mlship verify` builds it
     log = (tmp_path / "serve.log").open("w")
     serving = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     urls = [f"http://127.0.0.1:{port + n}" for n in range(3)]
