@@ -253,6 +253,96 @@ def _add_registry_parsers(sub) -> None:
         _add_registry_option(parser)
 
 
+# --- router ---------------------------------------------------------------------------------------
+
+
+def _router_versions(args: argparse.Namespace, registry) -> list[str]:
+    """--versions as given; else the alias's current and previous version; else the two latest versions."""
+    if args.versions:
+        versions = [v.strip() for v in args.versions.split(",") if v.strip()]
+        if len(set(versions)) != len(versions):
+            raise ShipError(f"--versions: {args.versions!r} names a version twice")
+        return versions
+    if registry is None:
+        raise ShipError("name the versions (--versions 1,2) or a registry to read them from (--registry URI)")
+    if args.alias:
+        state = registry.aliases(args.name).get(args.alias)
+        if state is None or state.version is None:
+            raise ShipError(f"{args.name} has no alias {args.alias!r} in {registry.uri}: promote a version first")
+        stack = state.live_stack()
+        versions = [v for v in dict.fromkeys(reversed(stack))][:2][::-1]
+        latest = registry.versions(args.name)[-1].version
+        return versions if latest in versions else [*versions, latest]
+    records = registry.versions(args.name)
+    if not records:
+        raise ShipError(f"no versions of {args.name} in {registry.uri}")
+    return [record.version for record in records[-2:]]
+
+
+def _router(args: argparse.Namespace) -> int:
+    from .router import default_routes, render_router
+
+    try:
+        if Path(args.out).exists():  # before asking a registry anything
+            raise ShipError(f"{Path(args.out).absolute()} already exists; choose another --out or remove it first")
+        registry = None
+        if args.registry or args.alias or args.serve or not args.versions:
+            from .registry import open_registry
+
+            registry = open_registry(args.registry)
+        versions = _router_versions(args, registry)
+        if registry is not None and (args.serve or args.alias or args.registry):
+            for version in versions:
+                registry.resolve(f"{args.name}@{version}")  # an unknown version is refused before writing
+        if args.alias:
+            state = registry.aliases(args.name).get(args.alias)
+            current = state.version if state else None
+            if current is None:
+                raise ShipError(f"{args.name} has no alias {args.alias!r} in {registry.uri}: promote a version first")
+            if current not in versions:
+                raise ShipError(f"--versions: {args.alias} points at version {current}, which is not among "
+                                f"{', '.join(versions)}; add it so the router can follow the alias")
+        backends = {v: f"http://127.0.0.1:{args.port + 1 + i}" for i, v in enumerate(versions)}
+        follow = {"registry": registry.uri, "name": args.name, "alias": args.alias} if args.alias else None
+        routes = default_routes(args.name, backends, args.policy, follow=follow, redis=args.redis)
+        project = render_router(args.name, routes, Path(args.out))
+    except (ShipError, ValueError, FileExistsError) as exc:
+        print(f"mlship router: {exc}", file=sys.stderr)
+        return 1
+    print(f"router for {args.name} ({args.policy} over versions {', '.join(versions)}) written to {project}")
+    if not args.serve:
+        print(f"  run it: cd {project} && uvicorn app.main:app --port {args.port}   (or mlship router ... --serve)")
+        return 0
+    from .router_serve import serve_router
+
+    try:
+        return serve_router(project, routes, registry, f"http://127.0.0.1:{args.port}", env=args.env)
+    except ShipError as exc:
+        print(f"mlship router: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_router_parser(sub) -> None:
+    router = sub.add_parser("router", help="Render a router in front of a model's versions (split, shadow, bandit).")
+    router.add_argument("name")
+    router.add_argument("--out", required=True, metavar="DIR", help="New folder for the router project.")
+    router.add_argument("--versions", metavar="V1,V2", help="Versions to route to (default: from the registry: "
+                        "the alias's current and previous version, else the two latest).")
+    router.add_argument("--policy", choices=("split", "shadow", "bandit"), default="split",
+                        help="split: 90/10 canary (edit routes.yaml); shadow: the first answers, the rest shadow; "
+                             "bandit: Thompson sampling over all.")
+    router.add_argument("--alias", metavar="A", help="Follow this registry alias: promote/rollback move live traffic.")
+    router.add_argument("--redis", metavar="URL", help="Shared router state (bandit) for more than one replica.")
+    router.add_argument("--port", type=int, default=8080,
+                        help="The router's port; versions get the next ports (default 8080, 8081, ...).")
+    router.add_argument("--serve", action="store_true",
+                        help="Also start the versions (pulled from the registry) and the router here; Ctrl-C stops all.")
+    router.add_argument("--env", choices=("clean", "here"), default="clean",
+                        help="With --serve: each version in its cached clean environment (default) or in this one.")
+    _add_registry_option(router)
+    router.set_defaults(func=_router)
+
+
 def _build_ref(build_main):
     """`mlship build REF`: pull the version into the cache, then build that folder as before."""
     def run(args: argparse.Namespace) -> int:
@@ -316,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_option(build)
     build.set_defaults(func=_build_ref(build_main))
     _add_registry_parsers(sub)
+    _add_router_parser(sub)
     return parser
 
 

@@ -1,0 +1,167 @@
+"""Render the router project: a routes.yaml for some versions of one model, and the router template.
+
+The generated router never imports jupyter_mlship; its routes.yaml is checked here with the template's
+own app/config.py (one implementation), so a bad table is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from cookiecutter.main import cookiecutter
+
+from .capture.environment import capture_requirements, python_version, test_requirements
+from .runtime import TEMPLATE_PROJECT, template_dir
+
+POLICIES = ("split", "shadow", "bandit")
+ROUTER_MODULES = ("fastapi", "uvicorn", "httpx", "yaml", "pydantic", "prometheus_client", "fsspec", "redis")
+# fsspec protocols whose filesystem lives in another distribution; pinned when the registry uses them.
+PROTOCOL_MODULES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+SERVICE_PORT = 8000  # what a version's image listens on
+
+
+@cache
+def router_config() -> ModuleType:
+    """The template's app/config.py, imported as jupyter_mlship._router_config."""
+    path = template_dir("router") / TEMPLATE_PROJECT / "app" / "config.py"
+    name = "jupyter_mlship._router_config"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def default_routes(name: str, backends: dict[str, str], policy: str = "split",
+                   follow: dict[str, str] | None = None, redis: str | None = None) -> dict[str, Any]:
+    """A starting routes.yaml: split = canary (first version 90 %, the rest share 10 %), shadow = the first
+    answers and the rest shadow it, bandit = every version an arm. With `follow` the alias's version is
+    the primary (split: all traffic, shadow: the answering version) and the other versions are shadows."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy: {policy!r} is not one of {', '.join(POLICIES)}")
+    versions = list(backends)
+    if not versions:
+        raise ValueError("versions: name at least one version to route to")
+    routes: dict[str, Any] = {"name": name, "backends": dict(backends)}
+    if policy == "split":
+        if follow:
+            weights: dict[str, float] = {"primary": 100}
+        elif len(versions) == 1:
+            weights = {versions[0]: 100}
+        else:
+            rest = 10 / (len(versions) - 1)
+            weights = {versions[0]: 90, **{v: int(rest) if rest == int(rest) else round(rest, 4) for v in versions[1:]}}
+        routes["policy"] = {"kind": "split", "weights": weights}
+    elif policy == "shadow":
+        if follow:
+            routes["policy"] = {"kind": "shadow", "shadows": versions}
+        else:
+            if len(versions) < 2:
+                raise ValueError("versions: the shadow policy needs a primary and at least one shadow version")
+            routes["policy"] = {"kind": "shadow", "primary": versions[0], "shadows": versions[1:]}
+    else:
+        if len(versions) < 2:
+            raise ValueError("versions: a bandit needs at least two versions")
+        routes["policy"] = {"kind": "bandit", "arms": versions, "floor": 0.05}
+    routes.update({"timeout_s": 5.0, "failover": False})
+    if follow:
+        routes["follow"] = dict(follow)
+    if redis:
+        routes["state"] = {"redis": redis}
+    return routes
+
+
+def check_routes(routes: dict[str, Any]) -> None:
+    """Raise ValueError naming the key if the router would refuse this table."""
+    config = router_config()
+    try:
+        config.parse_routes(yaml.safe_dump(routes, sort_keys=False), "routes")
+    except config.ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def render_router(name: str, routes: dict[str, Any], out: Path) -> Path:
+    """Write the router project for ``routes`` to ``out`` (which must not exist) and return ``out``.
+
+    Rendered into a temporary folder beside ``out`` and renamed into place: complete or not at all.
+    """
+    out = Path(out).absolute()
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose another --out or remove it first")
+    routes = {**routes, "name": routes.get("name", name)}
+    check_routes(routes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        cookiecutter(
+            str(template_dir("router")),
+            no_input=True,
+            extra_context=_context(name, routes),
+            output_dir=str(work / "out"),
+            default_config={"replay_dir": str(work / "replay"), "cookiecutters_dir": str(work / "cache")},
+        )
+        project = work / "out" / name
+        if out.exists():
+            raise FileExistsError(f"{out} appeared while rendering; nothing was written there")
+        project.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def service_host(name: str, version: str) -> str:
+    """The host name of a version's container (compose service, Kubernetes Service)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{name}-v{version}".lower()).strip("-")
+
+
+def _context(name: str, routes: dict[str, Any]) -> dict[str, Any]:
+    versions = list(routes["backends"])
+    in_containers = {v: f"http://{service_host(name, v)}:{SERVICE_PORT}" for v in versions}
+    follow = routes.get("follow")
+    registry = follow["registry"] if follow else ""
+    local_registry = bool(follow) and ("://" not in registry or registry.startswith(("file://", "local://")))
+    compose_routes = {**routes, "backends": in_containers}
+    k8s_routes = {**routes, "backends": in_containers}
+    for variant in (compose_routes, k8s_routes):
+        if local_registry:  # a folder on this machine is not visible inside containers
+            variant.pop("follow", None)
+            if variant["policy"]["kind"] == "split" and "primary" in variant["policy"].get("weights", {}):
+                variant["policy"] = {**variant["policy"], "weights": {versions[0]: 100}}
+            if variant["policy"]["kind"] == "shadow" and "primary" not in variant["policy"]:
+                variant["policy"] = {"kind": "shadow", "primary": versions[0],
+                                     "shadows": versions[1:] or versions}
+    if routes.get("state", {}).get("redis"):
+        compose_routes["state"] = {**routes["state"], "redis": "redis://redis:6379/0"}
+    modules = list(ROUTER_MODULES)
+    if follow and "://" in follow["registry"]:
+        protocol = follow["registry"].split("://", 1)[0]
+        if protocol in PROTOCOL_MODULES:
+            modules.append(PROTOCOL_MODULES[protocol])
+    header = "# Routing table of the {} router (generated by jupyter-mlship); edited live, see README.md.\n"
+    return {
+        "name": name,
+        "_routes_yaml": header.format(name) + _yaml(routes),
+        "_compose_routes_yaml": header.format(name) + "# Used by compose.yaml: backends are the containers.\n"
+        + _yaml(compose_routes),
+        "_k8s_routes_yaml": _yaml(k8s_routes).rstrip("\n"),
+        "_versions": {v: service_host(name, v) for v in versions},
+        "_redis": bool(routes.get("state", {}).get("redis")),
+        # Text, not lists: cookiecutter reads a list as a choice among the template's defaults.
+        "_requirements": "".join(f"{r.name}=={r.version}\n" for r in capture_requirements(modules)),
+        "_test_requirements": "".join(f"{r.name}=={r.version}\n" for r in test_requirements()),
+        "_python_version": python_version(),
+    }
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
