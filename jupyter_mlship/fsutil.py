@@ -6,6 +6,7 @@ A project appears complete or not at all, whatever fails on the way (render, ver
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import tempfile
 import time
@@ -53,3 +54,12 @@ def _move_into_place(staged: Path, dest: Path, replace: bool, keep: tuple[str, .
             if (previous / name).exists() and not (dest / name).exists():
                 (previous / name).rename(dest / name)
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in blocks (artifacts may be gigabytes)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

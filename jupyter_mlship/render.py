@@ -6,7 +6,6 @@ REVIEW.md); ``fsutil.staged_dir`` makes it appear complete or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from .fsutil import staged_dir
 from .review import review_markdown
 from .runtime import template_dir
 from .spec import ShipSpec
+from .fsutil import sha256_file
 
 
 def render_project(spec: ShipSpec, artifacts_dir: Path | None, dest: Path) -> Path:
@@ -72,7 +72,7 @@ def _copy_artifacts(spec: ShipSpec, artifacts_dir: Path | None, model_dir: Path)
         target = model_dir / artifact.file
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-        digest = _sha256(target)
+        digest = sha256_file(target)
         if digest != artifact.sha256:
             raise ValueError(
                 f"artifact {artifact.name!r}: {source} has sha256 {digest}, but the spec says {artifact.sha256}"
@@ -83,10 +83,3 @@ def _copy_artifacts(spec: ShipSpec, artifacts_dir: Path | None, model_dir: Path)
                 "device_fallback": spec.device_fallback}
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

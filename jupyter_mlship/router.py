@@ -6,10 +6,8 @@ own app/config.py (one implementation), so a bad table is refused before anythin
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -20,7 +18,7 @@ import yaml
 from cookiecutter.main import cookiecutter
 
 from .capture.environment import capture_requirements, python_version, test_requirements
-from .runtime import TEMPLATE_PROJECT, template_dir
+from .runtime import runtime_module, template_dir
 
 POLICIES = ("split", "shadow", "bandit")
 ROUTER_MODULES = ("fastapi", "uvicorn", "httpx", "yaml", "pydantic", "prometheus_client", "fsspec", "redis")
@@ -29,17 +27,9 @@ PROTOCOL_MODULES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", 
 SERVICE_PORT = 8000  # what a version's image listens on
 
 
-@cache
 def router_config() -> ModuleType:
-    """The template's app/config.py, imported as jupyter_mlship._router_config."""
-    path = template_dir("router") / TEMPLATE_PROJECT / "app" / "config.py"
-    name = "jupyter_mlship._router_config"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The router template's app/config.py (routes.yaml's model), imported as jupyter_mlship._router_config."""
+    return runtime_module("config", "router")
 
 
 def default_routes(name: str, backends: dict[str, str], policy: str = "split",

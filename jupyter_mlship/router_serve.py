@@ -13,12 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-import httpx
 
 from .errors import ShipError
 
@@ -70,10 +71,11 @@ def _wait_ready(child: Child, path: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if child.process.poll() is not None:
             raise ServeError(f"{child.label} exited with code {child.process.returncode} before it was ready")
-        try:
-            if httpx.get(child.url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
+        try:  # the standard library: a readiness probe needs no HTTP client dependency
+            with urllib.request.urlopen(child.url + path, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
     raise ServeError(f"{child.label} was not ready at {child.url}{path} within {READY_TIMEOUT_S:.0f} s")

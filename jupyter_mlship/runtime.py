@@ -32,10 +32,10 @@ def template_dir(kind: str = "service") -> Path:
 
 
 @cache
-def runtime_module(name: str) -> ModuleType:
-    """Import ``app/<name>.py`` of the template as ``jupyter_mlship._runtime_<name>``."""
-    path = template_dir() / TEMPLATE_PROJECT / "app" / f"{name}.py"
-    module_name = f"jupyter_mlship._runtime_{name}"
+def runtime_module(name: str, kind: str = "service") -> ModuleType:
+    """Import ``app/<name>.py`` of a template (the service's by default) as ``jupyter_mlship._runtime_...``."""
+    path = template_dir(kind) / TEMPLATE_PROJECT / "app" / f"{name}.py"
+    module_name = f"jupyter_mlship._runtime_{name}" if kind == "service" else f"jupyter_mlship._{kind}_{name}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec and spec.loader, path
     module = importlib.util.module_from_spec(spec)

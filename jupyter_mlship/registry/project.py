@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..fsutil import sha256_file
 from ..spec import RegistryInfo, ShipSpec
 from .refs import RegistryError
 
@@ -24,13 +25,6 @@ SKIPPED_PARTS = {".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "
 STAMPED = ("ship.json", "REVIEW.md")
 REVIEW_HEADING = "## Registry"
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def strip_review_section(text: str) -> str:
@@ -106,7 +100,7 @@ class ProjectFiles:
             elif path == "REVIEW.md":
                 digest = hashlib.sha256(strip_review_section(review).encode()).hexdigest()
             else:
-                digest = _sha256_file(folder / path)
+                digest = sha256_file(folder / path)
             lines.append(f"{path}\0{digest}\n")
         content = hashlib.sha256("".join(lines).encode()).hexdigest()
         return cls(folder=folder, spec=spec, review=review, paths=paths, content_sha256=content)

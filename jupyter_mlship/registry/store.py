@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import sha256_file
 from .refs import (
     LATEST,
     Ref,
@@ -46,13 +47,6 @@ REGISTRY_ENV = "MLSHIP_REGISTRY"
 SEQ_FILE = re.compile(r"^(\d{10})\.json$")
 DEFAULT_GC_AGE_S = 3600.0  # an uncommitted version younger than this may be a push still running
 
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_registry() -> str:
@@ -456,7 +450,7 @@ class Registry:
             else:
                 local = files.folder / path
                 self.fs.put_file(str(local), remote)
-                manifest[path] = {"sha256": _sha256_path(local), "size": local.stat().st_size}
+                manifest[path] = {"sha256": sha256_file(local), "size": local.stat().st_size}
         record.files = manifest
         record.size_bytes = sum(f["size"] for f in manifest.values())
         # The commit: until this object exists the version is invisible to every reader.
