@@ -32,10 +32,9 @@ def write_project(spec: ShipSpec, artifacts_dir: Path | None, folder: Path, veri
     """Fill the empty ``folder`` with the whole project: template, ship.json, model/, app/local/, REVIEW.md."""
     if spec.artifacts and artifacts_dir is None:
         raise ValueError(f"the spec names {len(spec.artifacts)} artifact(s) but no artifacts directory was given")
-    with tempfile.TemporaryDirectory(prefix="mlship-render-") as work:
-        rendered = _render_template(spec, Path(work))
-        for item in rendered.iterdir():
-            shutil.move(str(item), folder / item.name)
+    # `_spec` is private to cookiecutter: passed through as-is, never rendered as a Jinja template
+    # (features_source may well contain "{{") and its numbers stay numbers.
+    render_template("service", {"name": spec.name, "_spec": spec.to_json_dict()}, folder)
     spec.write(folder / "ship.json")
     _copy_artifacts(spec, artifacts_dir, folder / "model")
     for relative, text in spec.local_modules.items():
@@ -45,22 +44,23 @@ def write_project(spec: ShipSpec, artifacts_dir: Path | None, folder: Path, veri
     write_review(spec, folder, verify)
 
 
+def render_template(kind: str, context: dict[str, Any], folder: Path) -> None:
+    """Render the cookiecutter template ``kind`` (service, router) into the empty ``folder``."""
+    with tempfile.TemporaryDirectory(prefix="mlship-render-") as work:
+        cookiecutter(
+            str(template_dir(kind)),
+            no_input=True,
+            extra_context=context,
+            output_dir=str(Path(work) / "out"),
+            # Keep cookiecutter's replay record out of the user's home directory.
+            default_config={"replay_dir": str(Path(work) / "replay"), "cookiecutters_dir": str(Path(work) / "cache")},
+        )
+        for item in (Path(work) / "out" / context["name"]).iterdir():
+            shutil.move(str(item), folder / item.name)
+
+
 def write_review(spec: ShipSpec, folder: Path, verify: Any | None) -> None:
     (folder / "REVIEW.md").write_text(review_markdown(spec, verify), encoding="utf-8")
-
-
-def _render_template(spec: ShipSpec, work: Path) -> Path:
-    # `_spec` is private to cookiecutter: passed through as-is, never rendered as a Jinja template
-    # (features_source may well contain "{{") and its numbers stay numbers.
-    cookiecutter(
-        str(template_dir()),
-        no_input=True,
-        extra_context={"name": spec.name, "_spec": spec.to_json_dict()},
-        output_dir=str(work / "out"),
-        # Keep cookiecutter's replay record out of the user's home directory.
-        default_config={"replay_dir": str(work / "replay"), "cookiecutters_dir": str(work / "cache")},
-    )
-    return work / "out" / spec.name
 
 
 def _copy_artifacts(spec: ShipSpec, artifacts_dir: Path | None, model_dir: Path) -> None:

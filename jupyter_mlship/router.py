@@ -7,18 +7,16 @@ own app/config.py (one implementation), so a bad table is refused before anythin
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import yaml
-from cookiecutter.main import cookiecutter
 
 from .capture.environment import capture_requirements, python_version, test_requirements
-from .runtime import runtime_module, template_dir
+from .fsutil import staged_dir
+from .render import render_template
+from .runtime import runtime_module
 
 POLICIES = ("split", "shadow", "bandit")
 ROUTER_MODULES = ("fastapi", "uvicorn", "httpx", "yaml", "pydantic", "prometheus_client", "fsspec", "redis")
@@ -83,29 +81,15 @@ def check_routes(routes: dict[str, Any]) -> None:
 def render_router(name: str, routes: dict[str, Any], out: Path) -> Path:
     """Write the router project for ``routes`` to ``out`` (which must not exist) and return ``out``.
 
-    Rendered into a temporary folder beside ``out`` and renamed into place: complete or not at all.
+    Rendered beside ``out`` and renamed into place (fsutil.staged_dir): complete or not at all.
     """
     out = Path(out).absolute()
-    if out.exists():
+    if out.exists():  # before the checks below, so the message is about the folder
         raise FileExistsError(f"{out} already exists; choose another --out or remove it first")
     routes = {**routes, "name": routes.get("name", name)}
     check_routes(routes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        cookiecutter(
-            str(template_dir("router")),
-            no_input=True,
-            extra_context=_context(name, routes),
-            output_dir=str(work / "out"),
-            default_config={"replay_dir": str(work / "replay"), "cookiecutters_dir": str(work / "cache")},
-        )
-        project = work / "out" / name
-        if out.exists():
-            raise FileExistsError(f"{out} appeared while rendering; nothing was written there")
-        project.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with staged_dir(out, replace=False) as folder:
+        render_template("router", _context(name, routes), folder)
     return out
 
 
