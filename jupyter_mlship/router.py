@@ -105,7 +105,9 @@ def _context(name: str, routes: dict[str, Any]) -> dict[str, Any]:
     registry = follow["registry"] if follow else ""
     local_registry = bool(follow) and ("://" not in registry or registry.startswith(("file://", "local://")))
     compose_routes = {**routes, "backends": in_containers}
-    k8s_routes = {**routes, "backends": in_containers}
+    # In a cluster each version is its own Service (the service template's k8s/service.yaml, applied under
+    # the name NAME-vVERSION), which listens on port 80.
+    k8s_routes = {**routes, "backends": {v: f"http://{service_host(name, v)}" for v in versions}}
     for variant in (compose_routes, k8s_routes):
         if local_registry:  # a folder on this machine is not visible inside containers
             variant.pop("follow", None)

@@ -26,7 +26,8 @@ def test_routes_for_here_compose_and_kubernetes(project):
     assert compose.state.redis == "redis://redis:6379/0"
     configmap = yaml.safe_load((project / "k8s" / "configmap.yaml").read_text())
     in_cluster = config.parse_routes(configmap["data"]["routes.yaml"])
-    assert in_cluster.backends == compose.backends
+    # In a cluster each version is the Service of its own manifests (port 80), named NAME-vVERSION.
+    assert in_cluster.backends == {"1": "http://churn-model-v1", "2": "http://churn-model-v2"}
 
 
 def test_manifests_validate_and_compose_runs_the_version_images(project):
