@@ -104,11 +104,12 @@ def test_guard_counts_by_default_and_rejects_only_when_set(project, tmp_path, se
     rejecting = serve(strict, env={**QUIET, "MLSHIP_LOG_DIR": str(tmp_path / "strict-logs"), "MLSHIP_LOG_FLUSH_S": "0.3"})
     refused = predict(rejecting, [instances(1, seed=4)[0], out_of_range])
     assert refused.status_code == 422
-    detail = refused.json()["detail"]
-    assert detail.startswith("instances[1].a: 50.0 is outside the training range [-3.")
+    [problem] = refused.json()["detail"]  # the same shape as every other 422: the field and the reason
+    assert problem["field"] == "instances[1].a" and problem["type"] == "skew_guard_out_of_range"
+    assert problem["msg"].startswith("50.0 is outside the training range [-3.")
     assert refused.headers["x-request-id"]
     refused = predict(rejecting, [unseen])
-    assert refused.status_code == 422 and "instances[0].d: 'pink' was not seen in training" in refused.json()["detail"]
+    assert refused.status_code == 422 and "instances[0].d: 'pink' was not seen in training" in refused.json()["message"]
     accepted = predict(rejecting, instances(3, seed=4))
     assert accepted.status_code == 200
     assert httpx.get(f"{rejecting.url}/monitoring").json()["guard"]["requests_rejected"] == 2

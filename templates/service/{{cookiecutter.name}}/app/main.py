@@ -529,7 +529,9 @@ async def handle_predict(request: Request, route: str) -> Response:
         detail = f"instances: {count} instances, at most {service.max_instances} per request"
         return answer_json(413, {"detail": detail, "request_id": request_id}, request_id)
     INSTANCES.observe(count)
-    checked = monitoring_routes.guard(instances)  # monitoring: skew guard (422 when it rejects)
+    checked = MONITOR.check(instances)  # monitoring: the skew guard counts values unlike the training data
+    if MONITOR.rejects(checked):  # ... and refuses them when the export said --guard reject
+        return invalid(checked.problems, request_id)
     try:
         predictions = await service.batcher.predict(instances, request_id)
     except ModelRejection as exc:

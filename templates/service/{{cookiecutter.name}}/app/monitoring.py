@@ -23,7 +23,7 @@ import re
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -297,6 +297,7 @@ class Checked:
     features: dict[str, list]
     flags: list[list[str]]  # per instance: "age:out_of_range", ...
     violations: list[str]  # messages for a 422
+    problems: list[dict] = field(default_factory=list)  # the same as 422 entries: loc, field, msg, type
 
 
 class Monitor:
@@ -377,13 +378,17 @@ class Monitor:
         features = instance_features(instances, self.input_schema) if self.enabled else {}
         flags: list[list[str]] = [[] for _ in instances]
         violations: list[str] = []
+        problems: list[dict] = []
         for name, values in features.items():
             profile = (self.reference.get("features") or {}).get(name)
             if not profile:
                 continue
             for index, problem, message in guard_feature(name, profile, values):
                 flags[index].append(f"{name}:{problem}")
-                violations.append(f"{feature_path(self.input_schema, index, name)}: {message}")
+                path = feature_path(self.input_schema, index, name)
+                violations.append(f"{path}: {message}")
+                loc = ["body", "instances", index] + ([name] if self.input_schema["kind"] in ("dataframe", "records") else [])
+                problems.append({"loc": loc, "field": path, "msg": message, "type": f"skew_guard_{problem}"})
                 with self.lock:
                     self.guard_counts[(name, problem)] = self.guard_counts.get((name, problem), 0) + 1
         if violations:
@@ -392,7 +397,7 @@ class Monitor:
                     self.requests_rejected += 1
                 else:
                     self.requests_flagged += 1
-        return Checked(instances, features, flags, violations)
+        return Checked(instances, features, flags, violations, problems)
 
     def rejects(self, checked: Checked) -> bool:
         return self.guard_mode == "reject" and bool(checked.violations)
