@@ -48,15 +48,15 @@ def version_python(project: Path, env: str, say: Callable[[str], None]) -> str:
     """The interpreter that serves a version: its cached clean environment, or this Python."""
     if env == "here":
         return sys.executable
-    from .verify import REQUIREMENT_FILES, VerifyError, _ensure_environment, _venv_python
+    from .verify import REQUIREMENT_FILES, VerifyError, ensure_environment, venv_python
 
     files = [project / name for name in REQUIREMENT_FILES if (project / name).is_file()]
     try:
-        environment, _, reused = _ensure_environment(files, lambda line: None)
+        environment, _, reused = ensure_environment(files, lambda line: None)
     except VerifyError as exc:
         raise ServeError(f"the environment for {project} could not be built: {exc}") from None
     say(f"  environment {environment.name} ({'reused' if reused else 'built'})")
-    return str(_venv_python(environment))
+    return str(venv_python(environment))
 
 
 def _start(label: str, python: str, cwd: Path, url: str, env: dict[str, str] | None = None) -> Child:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..procs import run_streaming
 from .envs import MARKER, VerifyError, cache_root, ensure_environment, environment_key, find_uv, venv_python
 from .results import TestReport, read_junit_xml
-from ..procs import run_streaming
 
 __all__ = [
     "MARKER", "TestReport", "VerifyError", "VerifyResult", "cache_root", "environment_key", "find_uv",
