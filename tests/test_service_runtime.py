@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from support.notebooks import Service, ok_cell, wait_until
+from support.notebooks import Service, ok_cell, wait_for
 
 
 def container_command(project: Path) -> str:
@@ -49,7 +49,7 @@ def test_workers_from_web_concurrency_and_in_flight_requests_finish_on_sigterm(i
     service = Service(project, command=["sh", "-c", command], env={"WEB_CONCURRENCY": "2"})
     server = service.process
     try:
-        wait_until(lambda: len(children(server.pid)) >= 2, 60,
+        wait_for(lambda: len(children(server.pid)) >= 2, 60,
                    "WEB_CONCURRENCY=2 should start two worker processes")
 
         answer: dict = {}

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,60 +18,22 @@ from pathlib import Path
 
 import httpx
 
-from .notebooks import free_port
+from .notebooks import Service, wait_for  # noqa: F401  (wait_for: re-exported for the fault tests)
 
 
-class Uvicorn:
-    """`uvicorn app.main:app` on a project, as the Dockerfile's CMD starts it; waits for /healthz.
+class Uvicorn(Service):
+    """`uvicorn app.main:app` on a project with the Dockerfile CMD's flags.
 
-    Unlike `Service` it does not insist on readiness: a service that refuses its model must still be alive."""
+    ``wait_ready=False`` waits for /healthz only: a service that refuses its model must still be alive."""
 
     def __init__(self, project: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
                  wait_ready: bool = True, start_timeout: float = 120) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # The log goes beside, not into, the project: a project given to the benchmark stays as it was.
-        self._log = tempfile.NamedTemporaryFile("w", prefix=f"uvicorn-{self.port}-", suffix=".log", delete=False)
-        self.log_path = Path(self._log.name)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", *args],  # the Dockerfile's CMD
-            cwd=project, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-        )
-        path = "/readyz" if wait_ready else "/healthz"
-        deadline = time.monotonic() + start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited with {self.process.returncode}: {self.log()}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"{path} did not answer 200 within {start_timeout} s: {self.log()[-3000:]}")
+        super().__init__(project, env=env, args=("--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", *args),
+                         ready_path="/readyz" if wait_ready else "/healthz", ready_timeout=start_timeout,
+                         stop_timeout=30)
 
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "Uvicorn":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def log(self) -> str:  # type: ignore[override]  # tests read it as a call
+        return self.output()
 
 
 # --- process facts ------------------------------------------------------------------------------------
@@ -104,17 +62,6 @@ def worker_pids(supervisor: int) -> list[int]:
         if b"resource_tracker" not in cmdline:
             workers.append(pid)
     return workers
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; fail loudly naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 # --- raw HTTP: hostile bodies written by hand ---------------------------------------------------------

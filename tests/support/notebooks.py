@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nbformat
@@ -47,14 +48,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.2,
-               alive: Callable[[], str | None] | None = None) -> None:
-    """Poll ``ready`` until it is true; fail loudly with ``what`` after ``timeout`` s or as soon as ``alive``
-    returns a reason (e.g. the process under test exited)."""
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.2,
+             alive: Callable[[], str | None] | None = None) -> Any:
+    """Poll ``condition`` until it returns something truthy and return that; fail loudly with ``what`` after
+    ``timeout`` s, or as soon as ``alive`` returns a reason (e.g. the process under test exited)."""
     deadline = time.monotonic() + timeout
     while True:
-        if ready():
-            return
+        value = condition()
+        if value:
+            return value
         if alive is not None and (reason := alive()):
             raise AssertionError(f"{what}: {reason}")
         if time.monotonic() > deadline:
@@ -63,55 +65,73 @@ def wait_until(ready: Callable[[], bool], timeout: float, what: str, *, interval
 
 
 class Service:
-    """A generated service on a free loopback port, waited for until /readyz answers 200 (or failing loudly).
+    """A uvicorn process on a free loopback port, waited for until ``ready_path`` answers 200 (or failing loudly).
 
-    By default uvicorn serves app.main:app from the project (``workers`` > 1 starts that many processes);
-    ``command`` replaces that, given as a list or as a function of the port. HOST and PORT are always in
-    the process's environment, with ``env`` on top of this process's own."""
+    By default uvicorn serves ``app`` (app.main:app) from the project with ``args`` added (``workers`` > 1
+    starts that many processes); ``command`` replaces that, given as a list or as a function of the port.
+    HOST and PORT are always in the process's environment, with ``env`` on top of this process's own.
+    ``wait=False`` starts it without waiting (call ``wait_ready()``); its output goes to a file, never a
+    pipe, so a chatty server never blocks on it."""
 
     def __init__(self, project: Path, *, command: Sequence[str] | Callable[[int], Sequence[str]] | None = None,
-                 env: Mapping[str, str] | None = None, workers: int | None = None,
-                 ready_timeout: float = 60) -> None:
+                 env: Mapping[str, str] | None = None, workers: int | None = None, app: str = "app.main:app",
+                 args: Sequence[str] = (), ready_path: str = "/readyz", ready_timeout: float = 60,
+                 wait: bool = True, stop_timeout: float = 10) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if command is None:
-            argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-                    *(["--workers", str(workers)] if workers else [])]
+            argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
+                    *(["--workers", str(workers)] if workers else []), *args]
         else:
             argv = list(command(self.port) if callable(command) else command)
-        self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks on it
+        self.argv, self.ready_path, self.ready_timeout, self.stop_timeout = argv, ready_path, ready_timeout, stop_timeout
+        self._output = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            argv, cwd=project, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+            argv, cwd=project, stdout=self._output, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})},
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> "Service":
         try:
-            wait_until(self._ready, ready_timeout, f"the service {' '.join(argv)} did not become ready",
-                       alive=lambda: None if self.process.poll() is None else f"it exited with {self.process.returncode}")
+            wait_for(self._ready, self.ready_timeout,
+                     f"the service {' '.join(self.argv)} did not answer {self.ready_path}",
+                     alive=lambda: None if self.process.poll() is None else f"it exited with {self.process.returncode}")
         except AssertionError as exc:
             self.stop()
             raise AssertionError(f"{exc}\n{self.output()}") from None
+        return self
 
     def _ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     def output(self) -> str:
         """What the server printed so far."""
-        self.log.seek(0)
-        text = self.log.read()
-        self.log.seek(0, os.SEEK_END)
+        self._output.seek(0)
+        text = self._output.read()
+        self._output.seek(0, os.SEEK_END)
         return text
 
     def post(self, path: str, body, headers: dict | None = None) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """SIGTERM (SIGKILL after ``stop_timeout`` s); returns what the process printed."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.output()
+
+    def __enter__(self) -> "Service":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,71 +11,18 @@ from typing import Any
 import httpx
 import yaml
 
-from .notebooks import free_port
+from .notebooks import Service, wait_for  # noqa: F401  (wait_for: re-exported for the router tests)
 
 SUPPORT = Path(__file__).resolve().parent
 
 
-class Uvicorn:
-    """`python -m uvicorn APP` in `cwd`, waited for until `ready_path` answers 200."""
+class Uvicorn(Service):
+    """`python -m uvicorn APP` in `cwd` (access log off), waited for until `ready_path` answers 200."""
 
     def __init__(self, app: str, cwd: Path, env: dict[str, str] | None = None, ready_path: str = "/healthz",
                  app_dir: Path | None = None, wait: bool = True) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--no-access-log"]
-        if app_dir is not None:
-            command += ["--app-dir", str(app_dir)]
-        # Output to a file, not a pipe nobody reads: a full pipe would block the server mid-test.
-        self.log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self.app, self.ready_path = app, ready_path
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> Uvicorn:
-        wait_for(lambda: self._answers(self.ready_path), 90,
-                 f"{self.app} on port {self.port} to answer {self.ready_path}", on_timeout=self.stop)
-        return self
-
-    def _answers(self, path: str) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.url} exited: {self.output()}")
-        try:
-            return httpx.get(self.url + path, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> str:
-        """SIGTERM (SIGKILL after 10 s); returns what the process printed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.output()
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, on_timeout: Callable | None = None,
-             interval: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; an AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            if on_timeout:
-                on_timeout()
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+        super().__init__(cwd, env=env, app=app, ready_path=ready_path, ready_timeout=90, wait=wait,
+                         args=["--no-access-log", *(["--app-dir", str(app_dir)] if app_dir is not None else [])])
 
 
 def write_routes(path: Path, routes: dict) -> None:
