@@ -43,7 +43,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -80,7 +79,8 @@ except ImportError:  # pragma: no cover
     def dumps(content: Any) -> bytes:
         return json.dumps(content).encode()
 from app import monitoring_routes  # noqa: E402  data monitoring: log, drift, guard, /feedback, /monitoring
-from app.monitoring import MONITOR, RequestIdMiddleware, request_id  # noqa: E402
+from app.monitoring import MONITOR, RequestIdMiddleware  # noqa: E402
+from app.monitoring import request_id as current_request_id  # noqa: E402  (set by RequestIdMiddleware)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHIP_FILE = PROJECT_DIR / "ship.json"
@@ -473,7 +473,7 @@ def field_path(location: tuple | list) -> str:
     return path or "body"
 
 
-def answer_json(status: int, content: dict, request_id: str | None = None) -> Response:
+def answer_json(status: int, content: dict) -> Response:
     """JSON with the fast encoder; RequestIdMiddleware adds the X-Request-ID header to every answer."""
     return Response(dumps(content), status_code=status, media_type="application/json")
 
@@ -483,12 +483,7 @@ def invalid(problems: list[dict], request_id: str | None = None) -> Response:
     content: dict = {"detail": problems, "message": message}
     if request_id:
         content["request_id"] = request_id
-    return answer_json(422, content, request_id)
-
-
-def request_id_of() -> str:
-    """The id RequestIdMiddleware gave this request (the caller's X-Request-ID, else a new one)."""
-    return request_id()
+    return answer_json(422, content)
 
 
 def validation_problems(errors: list[dict]) -> list[dict]:
@@ -516,9 +511,9 @@ def predict_instances(instances: list) -> list:
 
 async def handle_predict(request: Request, route: str) -> Response:
     """One prediction request, start to end: the place that knows its id, instances, predictions, latency."""
-    request_id = request_id_of()
+    request_id = current_request_id()
     if not service.ready:
-        return answer_json(503, {"detail": f"not ready: {service.not_ready_reason}", "request_id": request_id}, request_id)
+        return answer_json(503, {"detail": f"not ready: {service.not_ready_reason}", "request_id": request_id})
     started = time.perf_counter()
     try:
         instances = decode_request(await request.body())
@@ -527,7 +522,7 @@ async def handle_predict(request: Request, route: str) -> Response:
     count = len(instances)
     if count > service.max_instances:
         detail = f"instances: {count} instances, at most {service.max_instances} per request"
-        return answer_json(413, {"detail": detail, "request_id": request_id}, request_id)
+        return answer_json(413, {"detail": detail, "request_id": request_id})
     INSTANCES.observe(count)
     checked = MONITOR.check(instances)  # monitoring: the skew guard counts values unlike the training data
     if MONITOR.rejects(checked):  # ... and refuses them when the export said --guard reject
@@ -545,9 +540,9 @@ async def handle_predict(request: Request, route: str) -> Response:
     except Exception as exc:  # the server's own fault: keep the traceback in the log
         log.exception("request %s: the server failed", request_id)
         detail = f"the server failed: {type(exc).__name__}: {exc}"
-        return answer_json(500, {"detail": detail, "request_id": request_id}, request_id)
+        return answer_json(500, {"detail": detail, "request_id": request_id})
     MONITOR.record(checked, predictions, time.perf_counter() - started)  # monitoring: drift window + log
-    return answer_json(200, {"predictions": predictions, "model": service.model, "request_id": request_id}, request_id)
+    return answer_json(200, {"predictions": predictions, "model": service.model, "request_id": request_id})
 
 
 @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, openapi_extra=REQUEST_BODY)
@@ -560,9 +555,9 @@ async def predict(request: Request) -> Response:
 async def predict_by_name(name: str, request: Request) -> Response:
     """The same as /predict, at the TensorFlow Serving / KServe v1 address."""
     if name != service.name:
-        request_id = request_id_of()
+        request_id = current_request_id()
         detail = f"name: no model {name!r} here; this service serves {service.name!r}"
-        return answer_json(404, {"detail": detail, "request_id": request_id}, request_id)
+        return answer_json(404, {"detail": detail, "request_id": request_id})
     return await handle_predict(request, "/v1/models/{name}:predict")
 
 
