@@ -166,6 +166,27 @@ def test_incomplete_environment_is_rebuilt(tmp_path, env_cache):
     assert json.loads((Path(again.environment) / MARKER).read_text())["installer"] == again.installer
 
 
+def compiled(environment: str, module: str) -> list[Path]:
+    return list(Path(environment).glob(f"lib/python*/site-packages/__pycache__/{module}.*.pyc"))
+
+
+def test_environments_hold_bytecode_and_older_ones_get_it_once(tmp_path, env_cache):
+    """The tests run with PYTHONDONTWRITEBYTECODE: libraries without bytecode would compile on every verify."""
+    first = verify_project(make_project(tmp_path / "svc"))
+    assert compiled(first.environment, "six"), "the new environment holds no bytecode of six"
+    assert json.loads((Path(first.environment) / MARKER).read_text())["bytecode"] is True
+
+    for pyc in compiled(first.environment, "six"):  # as if cached by a version that did not compile
+        pyc.unlink()
+    marker = Path(first.environment) / MARKER
+    marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "bytecode"}))
+    lines: list[str] = []
+    again = verify_project(make_project(tmp_path / "again"), on_line=lines.append)
+    assert again.passed and again.reused_environment and again.environment == first.environment
+    assert any("bytecode" in line for line in lines)
+    assert compiled(again.environment, "six") and json.loads(marker.read_text())["bytecode"] is True
+
+
 def test_main_verify_exit_codes(tmp_path, env_cache, capsys):
     assert main_verify(str(make_project(tmp_path / "good"))) == 0
     assert "PASSED: 2 passed" in capsys.readouterr().out
@@ -206,3 +227,4 @@ def test_pip_builds_the_environment_when_asked(tmp_path, env_cache, monkeypatch)
     monkeypatch.delenv("MLSHIP_INSTALLER")
     again = verify_project(make_project(tmp_path / "again", requirements=pins))
     assert again.reused_environment and again.installer == "pip"
+    assert compiled(result.environment, "six"), "pip left the environment without bytecode"

@@ -3,6 +3,8 @@
 An environment's folder name is a hash of the interpreter and both requirements files, so re-exports of an
 unchanged project reuse it. A half-built environment is never reused: it is built in a temporary folder
 next to its final place under a lock, and renamed only when complete (with a marker file inside).
+Environments hold their libraries' bytecode: the tests run with PYTHONDONTWRITEBYTECODE, so without it every
+verify compiled pandas, scikit-learn and the rest from source again (about 6 of 9 s on two cores).
 Installer: uv with the user's pip index settings carried over (uv does not read pip's configuration),
 else pip itself.
 """
@@ -72,20 +74,21 @@ def ensure_environment(files: list[Path], on_line: LineCallback) -> tuple[Path, 
     root.mkdir(parents=True, exist_ok=True)
     key = environment_key(files)
     final = root / key
-    if _is_complete(final):
+    if _is_complete(final) and _marker(final).get("bytecode"):
         return final, _marker_installer(final), True
     with file_lock(root / f".{key}.lock"):
-        if _is_complete(final):  # another process finished it while we waited
+        if _is_complete(final):  # another process finished it while we waited, or it predates bytecode
+            _ensure_bytecode(final, on_line)
             return final, _marker_installer(final), True
         if final.exists():  # broken (its base interpreter is gone) or left by a foreign tool
             shutil.rmtree(final, ignore_errors=True)
         building = Path(tempfile.mkdtemp(prefix=f".{key}.building-", dir=root))
         try:
             installer = _build(building, files, on_line)
-            (building / MARKER).write_text(json.dumps({
+            _write_marker(building, {
                 "installer": installer, "python": python_version(), "base": sys.executable,
-                "requirements": {path.name: requirement_lines(path) for path in files},
-            }, indent=2) + "\n", encoding="utf-8")
+                "requirements": {path.name: requirement_lines(path) for path in files}, "bytecode": True,
+            })
             building.rename(final)
         finally:
             shutil.rmtree(building, ignore_errors=True)
@@ -96,11 +99,46 @@ def _is_complete(environment: Path) -> bool:
     return (environment / MARKER).is_file() and venv_python(environment).exists()
 
 
-def _marker_installer(environment: Path) -> str:
+def _marker(environment: Path) -> dict:
     try:
-        return str(json.loads((environment / MARKER).read_text(encoding="utf-8")).get("installer", "pip"))
+        found = json.loads((environment / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "pip"
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _marker_installer(environment: Path) -> str:
+    return str(_marker(environment).get("installer", "pip"))
+
+
+def _write_marker(environment: Path, content: dict) -> None:
+    partial = environment / f".{MARKER}.{os.getpid()}"
+    partial.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    partial.replace(environment / MARKER)  # atomic: a reader never sees half a marker
+
+
+def _ensure_bytecode(environment: Path, on_line: LineCallback) -> None:
+    """Compile the libraries of an environment cached before environments held bytecode (once; under the lock).
+
+    Each .pyc is written atomically, so a verify reading the environment meanwhile sees a file or none."""
+    marker = _marker(environment)
+    if marker.get("bytecode"):
+        return
+    on_line("compiling the cached environment's libraries to bytecode (once)")
+    code, _ = run_streaming([str(venv_python(environment)), "-m", "compileall", "-q", "-j", "0",
+                             *(str(path) for path in _site_packages(environment))],
+                            cwd=environment, env=_compile_env(), on_line=lambda text: None, timeout=INSTALL_TIMEOUT)
+    if code == 0:  # else (a library with a file that does not compile): it still works, only slower
+        _write_marker(environment, {**marker, "bytecode": True})
+
+
+def _site_packages(environment: Path) -> list[Path]:
+    return sorted(environment.glob("lib/python*/site-packages")) or [environment / "Lib" / "site-packages"]
+
+
+def _compile_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items()
+            if name not in {"PYTHONPATH", "PYTHONHOME", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"}}
 
 
 @contextlib.contextmanager
@@ -137,7 +175,8 @@ def _build(target: Path, files: list[Path], on_line: LineCallback) -> str:
         code, lines = run_streaming(venv_command, cwd=target.parent, env=env, on_line=on_line, timeout=INSTALL_TIMEOUT)
         if code == 0:
             more_code, more = run_streaming(
-                [uv, "pip", "install", "--python", str(venv_python(target)), *settings.uv_args(), *requirement_args],
+                [uv, "pip", "install", "--compile-bytecode", "--python", str(venv_python(target)), *settings.uv_args(),
+                 *requirement_args],
                 cwd=target.parent, env=env, on_line=on_line, timeout=INSTALL_TIMEOUT)
             code, lines = more_code, lines + more
         if code == 0:
