@@ -8,10 +8,14 @@ from pathlib import Path
 
 from .build.cli import add_build_parser, build_main
 from .errors import ShipError
+from .imports import without_modules
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .headless import export_notebook, read_notebook
+    # nbformat imports jsonschema, whose format checkers import rfc3987_syntax where it is installed, and
+    # that builds its IRI grammar at import: 1.1 s of every export. The notebook schema has no IRI formats.
+    with without_modules("rfc3987_syntax"):
+        from .headless import export_notebook, read_notebook
 
     path = Path(args.notebook)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ShipError
+from ..imports import without_modules
 from .code import MainReferenceScanner, constant_source
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec
@@ -85,11 +86,10 @@ def save_artifact(
     if fmt == "pickle":
         data, suffix = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pkl"
     elif fmt == "skops":
-        import skops.io
-
+        skops_io = import_skops_io()
         data, suffix = skops_dumps(value), "skops"
         # We trust exactly the types we wrote ourselves; the service passes this list at load.
-        loader["trusted_types"] = sorted(skops.io.get_untrusted_types(data=data))
+        loader["trusted_types"] = sorted(skops_io.get_untrusted_types(data=data))
     elif fmt == "xgboost-json":
         data, suffix = _via_file(lambda path: value.save_model(str(path)), "json"), "json"
     elif fmt == "lightgbm-txt":
@@ -149,8 +149,7 @@ def skops_dumps(value: Any) -> bytes:
     which means nothing in the service; there it lives in app/features.py, so that is the name written,
     and the service trusts exactly those names at load (the manifest's ``trusted_types``). Only
     top-level definitions qualify: a lambda or nested function has no name to import."""
-    import skops.io
-
+    skops_io = import_skops_io()
     scanner = MainReferenceScanner()
     scanner.dump(value)
     notebook_objects = list(scanner.main_objects.items())
@@ -160,10 +159,28 @@ def skops_dumps(value: Any) -> bytes:
     try:
         for _qualname, obj in notebook_objects:
             obj.__module__ = FEATURES_MODULE
-        return skops.io.dumps(value)
+        return skops_io.dumps(value)
     finally:  # the notebook's own objects are left as they were
         for _qualname, obj in notebook_objects:
             obj.__module__ = "__main__"
+
+
+# Array-namespace adapters in scikit-learn that import their library (torch, cupy, dask) when imported.
+_ARRAY_API_ADAPTERS = ("sklearn.externals.array_api_compat.torch", "sklearn.externals.array_api_compat.cupy",
+                       "sklearn.externals.array_api_compat.dask")
+
+
+def import_skops_io() -> Any:
+    """``skops.io``, imported without importing torch (or cupy, dask) along with it.
+
+    At import skops lists scikit-learn's estimators (``sklearn.utils.all_estimators``), whose package walk
+    imports every subpackage to look inside, the array-namespace adapters among them, and the torch
+    adapter imports torch: 2.4 s of a 5 s capture where torch is installed. The walk leaves
+    ``sklearn.externals`` out of the list it returns, and skips a package that does not import, so hiding
+    the adapters while skops imports gives the same list of trusted types."""
+    with without_modules(*_ARRAY_API_ADAPTERS):
+        import skops.io
+    return skops.io
 
 
 def _via_file(write: Any, suffix: str) -> bytes:
