@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,8 @@ from .artifacts import choose_format, device_fallback
 from .batching import prove_rowwise
 from .cpu_builds import cpu_only_pins
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
-from .environment import distributions_for_modules, python_version, service_modules, test_requirements
+from .environment import (distributions_for_modules, pip_index_settings, python_version, service_modules,
+                          test_requirements)
 from .reference import build_reference, monitoring_options
 from .rehearsal import rehearse
 from .schema import infer_input_schema, infer_output_schema, make_golden
@@ -73,6 +75,9 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         validate_name(options.name)
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
+    # The user's pip index settings are part of the pinned requirements' cache key, and reading them starts
+    # pip (0.2 s): that runs on another core while the entry function is studied.
+    index_settings = _in_background(pip_index_settings)
     run = _run_entry(options, user_ns, CodeWalker(user_ns, history))
     warnings: list[str] = []
     input_schema, output_schema, golden = _schemas(run)
@@ -96,7 +101,8 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         refuse_unless_allowed(findings, options.allow_secrets)
         modules = service_modules(run.code.modules, [a.format for a in artifacts], input_schema,
                                   type(run.result).__module__)
-        pins = service_requirements(modules, python_version())  # resolved for the container's platform
+        # Resolved for the container's platform.
+        pins = service_requirements(modules, python_version(), index_settings.result())
         requirements = pins.requirements
         warnings += pins.warnings
         if not any(a.device.startswith("cuda") for a in artifacts):
@@ -134,6 +140,14 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _in_background(function: Callable[[], Any]) -> Future:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlship-capture")
+    try:
+        return pool.submit(function)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task
 
 
 def evaluate(expr: str, user_ns: dict[str, Any], flag: str) -> Any:
