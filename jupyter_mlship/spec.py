@@ -109,7 +109,7 @@ class Batching(SpecModel):
 
     enabled: bool = False
     reason: str = ""  # why it is on or off, shown in REVIEW.md and the service's start-up log
-    max_batch: int = 256  # at most this many instances in one call
+    max_batch: int = 1024  # at most this many instances in one call
     max_wait_ms: float = 0.0  # under load only, how long a call may wait for more requests; 0: never waits
 
 

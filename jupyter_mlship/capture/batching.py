@@ -25,7 +25,7 @@ PROOF_BUDGET_SECONDS = 20.0  # a slow entry function must not make %%ship slow: 
 
 
 def prove_rowwise(entry: Callable[[Any], Any], sample: Any, *, golden: Golden, input_schema: InputSchema,
-                  output_schema: OutputSchema, convert: ModuleType, max_batch: int = 256) -> BatchingDecision:
+                  output_schema: OutputSchema, convert: ModuleType, max_batch: int = 1024) -> BatchingDecision:
     """Batching on when ``entry`` is row-wise on the golden sample; off with the reason otherwise.
 
     ``sample`` is the notebook's object (only its row count matters here: the proof runs on the JSON

@@ -1,10 +1,15 @@
 """Running the entry function for requests: adaptive micro-batching and failure isolation.
 
 Concurrent requests wait in one queue; a single worker takes whatever is queued (up to max_batch
-instances) and makes ONE call of the entry function for all of it, on a bounded thread pool so the
-event loop (and /healthz) never waits for the model. With nothing queued a request runs at once: no
-timer, no added wait. Coalescing is only switched on when jupyter-mlship proved at export that the
-entry function is row-wise (ship.json "batching"); otherwise every request is its own call.
+instances) and makes ONE call of the entry function for all of it. With nothing queued a request runs
+at once: no timer, no added wait. Coalescing is only switched on when jupyter-mlship proved at export
+that the entry function is row-wise (ship.json "batching"); otherwise every request is its own call.
+
+Where a call runs: the cost of a call is learned from the calls themselves (seconds = fixed + per
+instance, a decaying least-squares fit). A call predicted to take less than ``inline_ms`` (default 1 ms,
+MLSHIP_INLINE_MS) runs on the event loop itself: a thread hand-off costs more than such a call, and a
+probe waits at most that long. Anything slower, or not yet measured, runs on a bounded thread pool, so
+a slow model never keeps /healthz waiting.
 
 When a call fails, the requests in it are re-run one by one so that one bad request never fails the
 others, and within a failing request the instance that the model cannot take is found by bisection.
@@ -44,27 +49,85 @@ class Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+class CallCost:
+    """Seconds per entry call as ``fixed + per_instance * n``, fitted to recent calls (older ones decay)."""
+
+    def __init__(self, decay: float = 0.95) -> None:
+        self.decay = decay
+        self.w = self.n = self.t = self.nn = self.nt = 0.0
+
+    def add(self, instances: int, seconds: float) -> None:
+        d = self.decay
+        self.w, self.n, self.t = self.w * d + 1, self.n * d + instances, self.t * d + seconds
+        self.nn, self.nt = self.nn * d + instances * instances, self.nt * d + instances * seconds
+
+    def predict(self, instances: int) -> float | None:
+        """Expected seconds for a call on ``instances``; None until a call was measured."""
+        if not self.w:
+            return None
+        spread = self.nn * self.w - self.n * self.n
+        if spread <= 1e-9 * self.nn * self.w:  # one size seen so far: all of the cost per instance
+            return self.t / self.n * instances if self.n else self.t / self.w
+        per_instance = max(0.0, (self.nt * self.w - self.n * self.t) / spread)
+        fixed = max(0.0, (self.t - per_instance * self.n) / self.w)
+        return fixed + per_instance * instances
+
+
 class Batcher:
-    """One queue, one worker; ``predict(instances)`` -> JSON predictions, or raises ModelRejection."""
+    """One queue, one worker; ``predict(instances)`` -> JSON predictions, or raises ModelRejection.
+
+    A request that arrives alone and is cheap runs at once; a request with company waits in the queue,
+    and the worker makes one call for everything queued."""
 
     def __init__(self, predict_instances: Callable[[list], list], *, enabled: bool, max_batch: int,
-                 max_wait_ms: float, threads: int, observe_batch: Callable[[int, int], None] | None = None) -> None:
+                 max_wait_ms: float, threads: int, observe_batch: Callable[[int, int], None] | None = None,
+                 inline_ms: float = 1.0) -> None:
         self.predict_instances = predict_instances
         self.enabled = enabled
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait_ms) / 1000
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="model")
         self.observe_batch = observe_batch or (lambda requests, instances: None)
+        self.inline_seconds = max(0.0, inline_ms) / 1000
+        self.cost = CallCost()
         self.pending: deque[Job] = deque()
         self.wakeup: asyncio.Event | None = None
         self.worker: asyncio.Task | None = None
+        self.arriving = 0  # requests between arrival and their place in the queue
+        self.in_pool = 0  # calls running on the thread pool now
+        self.running = False  # the worker holds a batch (taken from the queue, not yet answered)
+
+    def cheap(self, instances: int) -> bool:
+        """Is a call on ``instances`` expected to be shorter than a thread hand-off is worth?"""
+        expected = self.cost.predict(instances)
+        return expected is not None and expected < self.inline_seconds
+
+    async def run(self, requests: list[list]) -> list[Any]:
+        """One call for ``requests``: on the event loop when cheap, else on the thread pool."""
+        if self.cheap(sum(len(r) for r in requests)):
+            return self.run_batch(requests)
+        self.in_pool += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, requests)
+        finally:
+            self.in_pool -= 1
 
     async def predict(self, instances: list, request_id: str) -> list:
         loop = asyncio.get_running_loop()
         if not self.enabled:
             self.observe_batch(1, len(instances))
-            outcome = (await loop.run_in_executor(self.executor, self.run_batch, [instances]))[0]
-            return _unwrap(outcome)
+            return _unwrap((await self.run([instances]))[0])
+        self.arriving += 1
+        try:
+            # One turn of the loop: requests that arrived together reach this point too, so a lone
+            # request can tell that it is alone (and run at once) from one that has company (and queue).
+            await asyncio.sleep(0)
+        finally:
+            self.arriving -= 1
+        alone = not self.arriving and not self.pending and not self.in_pool and not self.running
+        if alone and self.cheap(len(instances)):
+            self.observe_batch(1, len(instances))
+            return _unwrap(self.run_batch([instances])[0])
         if self.worker is None or self.worker.done():
             self.wakeup = asyncio.Event()
             self.worker = loop.create_task(self._work())
@@ -74,7 +137,6 @@ class Batcher:
         return _unwrap(await job.future)
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         busy = False  # did the last call hold several requests (a sign of load)?
         while True:
             if not self.pending:
@@ -89,10 +151,13 @@ class Batcher:
                 batch += self._take(self.max_batch - sum(len(j.instances) for j in batch))
             busy = len(batch) > 1
             self.observe_batch(len(batch), sum(len(j.instances) for j in batch))
+            self.running = True
             try:
-                outcomes = await loop.run_in_executor(self.executor, self.run_batch, [j.instances for j in batch])
+                outcomes = await self.run([j.instances for j in batch])
             except BaseException as exc:  # the pool itself failed: every waiting request learns it
                 outcomes = [exc] * len(batch)
+            finally:
+                self.running = False
             for job, outcome in zip(batch, outcomes):
                 if not job.future.done():  # the client may have gone away meanwhile
                     job.future.set_result(outcome)
@@ -110,8 +175,10 @@ class Batcher:
     def run_batch(self, requests: list[list]) -> list[Any]:
         """In a pool thread: one entry call for all requests; each request's predictions or its failure."""
         instances = requests[0] if len(requests) == 1 else [i for r in requests for i in r]
+        started = time.perf_counter()
         try:
             predictions = self.predict_instances(instances)
+            self.cost.add(len(instances), time.perf_counter() - started)
         except SERVER_FAULTS as exc:
             return [exc] * len(requests)
         except Exception as exc:

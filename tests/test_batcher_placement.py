@@ -1,0 +1,70 @@
+"""Where the service's Batcher runs a model call (app/batching.py, imported as the service has it): on the
+event loop when the learned cost says the call is cheap, on the thread pool when it is slow or unknown,
+and coalesced into one call when requests come together."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from jupyter_mlship.runtime import runtime_module
+
+batching = runtime_module("batching")
+
+
+def test_the_cost_model_learns_a_fixed_and_a_per_instance_part():
+    cost = batching.CallCost()
+    assert cost.predict(10) is None  # nothing measured: unknown, so never "cheap"
+    for n in (1, 10, 100, 1, 50):
+        cost.add(n, 0.002 + 0.0001 * n)
+    assert cost.predict(1) == pytest.approx(0.0021, rel=1e-6)
+    assert cost.predict(1000) == pytest.approx(0.102, rel=1e-6)
+    single = batching.CallCost()
+    single.add(4, 0.004)  # one size only: all of it counted per instance (the cautious guess)
+    assert single.predict(8) == pytest.approx(0.008)
+
+
+def run_rounds(batcher, rounds: list[list[list]]) -> list[list]:
+    """Each round's requests at once, the rounds one after the other, on one event loop."""
+    async def main():
+        return [await asyncio.gather(*(batcher.predict(r, f"r{i}") for i, r in enumerate(requests)))
+                for requests in rounds]
+
+    return asyncio.run(main())
+
+
+def test_cheap_calls_run_on_the_event_loop_and_slow_ones_on_the_pool():
+    threads: list[str] = []
+
+    def entry(delay: float):
+        def predict(instances: list) -> list:
+            threads.append(threading.current_thread().name)
+            time.sleep(delay)
+            return [x * 2 for x in instances]
+        return predict
+
+    cheap = batching.Batcher(entry(0.0), enabled=True, max_batch=64, max_wait_ms=0, threads=1, inline_ms=5)
+    assert run_rounds(cheap, [[[1, 2]]] * 3) == [[[2, 4]]] * 3
+    # The first call is not measured yet: the pool. Then the loop's own thread (asyncio.run's: main).
+    assert threads[0].startswith("model") and threads[1:] == [threading.main_thread().name] * 2
+
+    threads.clear()
+    slow = batching.Batcher(entry(0.02), enabled=True, max_batch=64, max_wait_ms=0, threads=1, inline_ms=5)
+    assert run_rounds(slow, [[[3]]] * 3) == [[[6]]] * 3
+    assert all(name.startswith("model") for name in threads)  # 20 ms > 5 ms: never on the loop
+
+
+def test_requests_that_arrive_together_are_one_call():
+    calls: list[int] = []
+
+    def predict(instances: list) -> list:
+        calls.append(len(instances))
+        return [x + 1 for x in instances]
+
+    batcher = batching.Batcher(predict, enabled=True, max_batch=64, max_wait_ms=0, threads=1, inline_ms=5)
+    together = [[i] for i in range(8)]
+    assert run_rounds(batcher, [[[0]], together]) == [[[1]], [[i + 1] for i in range(8)]]
+    assert calls == [1, 8]  # measured once; then eight requests at once: one call, none of them alone
