@@ -80,8 +80,8 @@ pipe = Pipeline([
 ]).fit(add_features(customers), churned)
 """
 
-SHIP_ARRAY = "%ship hgb --model clf --sample X[:50] --no-verify"
-SHIP_FRAME = """%%ship frame --sample customers.head(50) --no-verify
+SHIP_ARRAY = "%ship hgb --model clf --sample X[:50] --reference X --no-verify"
+SHIP_FRAME = """%%ship frame --sample customers.head(50) --reference customers --no-verify
 def predict(frame):
     return pipe.predict_proba(add_features(frame))[:, 1]"""
 
@@ -176,20 +176,29 @@ def build_systems(work: Path, projects: dict[str, Path], args: argparse.Namespac
         environ = {**peer.environ, "PATH": f"{python.parent}:{os.environ['PATH']}"}  # its own uvicorn, gunicorn
         systems.append(System(peer.name, folder, command, environ, check=peer.check))
     cmd = re.search(r"^CMD (.+)$", (projects["hgb"] / "Dockerfile").read_text(), re.M).group(1)
-    # The container's CMD and ENV, in a venv of the project's own pinned requirements.txt (not this
-    # interpreter: it holds torch, which scikit-learn's array-API support would import, +200 MB RSS).
-    requirements = sorted({line for name in ("hgb", "frame")
-                           for line in (projects[name] / "requirements.txt").read_text().split()})
-    python, why = peer_env(Peer("generated service", "service", requirements, {}, []), args.install_timeout)
-    print(f"[bench] generated service's pinned requirements: {why}", flush=True)
-    if python is None:
-        sys.exit(f"cannot install the generated service's requirements: {why}")
-    service_env = {"HOST": "127.0.0.1", "UVICORN_ACCESS_LOG": "false", "PATH": f"{python.parent}:{os.environ['PATH']}"}
-    systems.append(System("generated service (micro-batching on)", projects["hgb"], ["sh", "-c", cmd], service_env))
+    # The container's CMD and ENV, each project in a venv of its own pinned requirements.txt, as its
+    # image would have (not this interpreter: it holds torch, which scikit-learn's array-API support
+    # would import; nor one venv for both: pandas, which only the DataFrame project pins, would be
+    # imported by scikit-learn in the array project too, +60 MB RSS).
+    pythons = {}
+    for name in ("hgb", "frame"):
+        requirements = sorted((projects[name] / "requirements.txt").read_text().split())
+        pythons[name], why = peer_env(Peer(f"generated service {name}", "service", requirements, {}, []),
+                                      args.install_timeout)
+        print(f"[bench] generated service {name}'s pinned requirements: {why}", flush=True)
+        if pythons[name] is None:
+            sys.exit(f"cannot install the generated service's requirements: {why}")
+
+    def service_env(name: str) -> dict[str, str]:
+        return {"HOST": "127.0.0.1", "UVICORN_ACCESS_LOG": "false",
+                "PATH": f"{pythons[name].parent}:{os.environ['PATH']}"}
+
+    systems.append(System("generated service (micro-batching on)", projects["hgb"], ["sh", "-c", cmd],
+                          service_env("hgb")))
     systems.append(System("generated service, micro-batching off", projects["hgb-nobatch"], ["sh", "-c", cmd],
-                          service_env))
+                          service_env("hgb")))
     systems.append(System("generated service, DataFrame pipeline", projects["frame"], ["sh", "-c", cmd],
-                          service_env, body_kind="frame"))
+                          service_env("frame"), body_kind="frame"))
     for line in skipped:
         print(f"[bench] SKIPPED {line}", flush=True)
     return systems, skipped

@@ -16,7 +16,7 @@ SCHEMA = {"kind": "dataframe", "columns": [{"name": "a", "dtype": "float64", "js
 
 def checked(n: int):
     instances = [{"a": float(i), "d": "x"} for i in range(n)]
-    return monitoring.Checked(instances, monitoring.instance_features(instances, SCHEMA), [[] for _ in instances], [])
+    return monitoring.Checked(instances, monitoring.instance_features(instances, SCHEMA), {}, [])
 
 
 def writer(root, **options):
@@ -28,11 +28,11 @@ def writer(root, **options):
 
 
 def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
-    log = writer(tmp_path, queue_rows=10)
-    log.start()
+    log = writer(tmp_path, queue_rows=10)  # not started yet: as if the writer could not keep up
     assert log.put_predictions("r1", "demo", "1", checked(8), [0] * 8, 0.001) == 0
     assert log.put_predictions("r2", "demo", "1", checked(5), [0] * 5, 0.001) == 5  # would pass 10: dropped
     assert log.put_outcomes("demo", "1", [("r1", 1), ("r2", 0)]) == 0
+    log.start()
     log.stop()
     status = log.status()
     assert status["rows_dropped"] == {"predictions": 5, "outcomes": 0}

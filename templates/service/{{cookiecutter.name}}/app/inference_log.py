@@ -27,6 +27,36 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 log = logging.getLogger("app.inference_log")
+EARLY_FLUSH_ROWS = 10_000  # the writer does not wait for its interval once this many rows are queued
+
+try:  # a fast JSON encoder where pinned (the service pins orjson); the standard library otherwise
+    import orjson
+
+    def _dumps(value: Any) -> str:
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # e.g. an integer beyond 64 bits
+            return json.dumps(value)
+except ImportError:  # pragma: no cover
+    _dumps = json.dumps
+
+
+def _guard_column(flags: dict[int, list[str]], n: int) -> list[str]:
+    """The log's guard text per instance: "" or its flags joined by ";"."""
+    column = [""] * n
+    for index, labels in flags.items():
+        column[index] = ";".join(labels)
+    return column
+
+
+def _json_items(values: list) -> list[str]:
+    """Each value as JSON text. Plain numbers (the usual prediction) in one encoder call, split at the
+    commas, which no number contains; anything else one by one."""
+    if set(map(type, values)) <= {int, float}:
+        text = _dumps(values)
+        if "N" not in text and "I" not in text:  # json writes NaN/Infinity; split only real JSON numbers
+            return text[1:-1].split(",") if values else []
+    return [_dumps(v) for v in values]
 
 
 @dataclass
@@ -34,7 +64,7 @@ class _Stream:
     """One table of the log (predictions or outcomes): the file being filled, rewritten at each flush."""
 
     table: str
-    pending: list = field(default_factory=list)  # rows not yet in any file
+    pending: list = field(default_factory=list)  # Arrow tables not yet in any file
     batches: list = field(default_factory=list)  # Arrow tables of the current file
     rows: int = 0
     nbytes: int = 0
@@ -50,7 +80,7 @@ class InferenceLog:
     def __init__(self, url: str, feature_columns: dict[str, str], hashed: set[str], excluded: set[str],
                  category_key: Callable[[Any], str], flush_s: float,
                  queue_rows: int, rotate_rows: int, rotate_bytes: int, rotate_s: float,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None, instance_json: bool = True) -> None:
         import fsspec
         from fsspec.implementations.local import LocalFileSystem
 
@@ -59,6 +89,7 @@ class InferenceLog:
         self.local = isinstance(self.fs, LocalFileSystem)
         self.feature_columns, self.hashed, self.excluded = feature_columns, hashed, excluded
         self.category_key = category_key  # app.monitoring's, so logged categories match the reference's keys
+        self.instance_json = instance_json  # False when the feature columns already hold each instance
         self.flush_s, self.queue_rows = flush_s, queue_rows
         self.rotate_rows, self.rotate_bytes, self.rotate_s = rotate_rows, rotate_bytes, rotate_s
         self.lock = threading.Lock()
@@ -76,26 +107,40 @@ class InferenceLog:
         self.thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
         self.hash_salt = os.environ.get("MLSHIP_LOG_HASH_SALT", "")  # set it: unsalted hashes of few values are guessable
 
-    # producers (request threads): O(1), never blocking on I/O
-    def _put(self, table: str, rows: list, count: int) -> int:
-        """Queue ``rows`` (``count`` log rows); when the queue is full drop them and count the loss."""
+    # producers: never blocking on I/O
+    def _put(self, table: str, batch: Any, count: int) -> int:
+        """Queue an Arrow table of ``count`` rows; when the queue is full drop it and count the loss."""
         with self.lock:
             if self.queued_rows + count > self.queue_rows:
                 self.dropped[table] += count
                 return count
-            self.queued.append((table, rows, count))
+            self.queued.append((table, batch, count))
             self.queued_rows += count
+            early = self.queued_rows >= min(EARLY_FLUSH_ROWS, self.queue_rows // 2)
+        if early:  # write now: less waits in memory, and nothing is dropped before the next flush
+            self.wake.set()
         return 0
+
+    def put_requests(self, requests: list[tuple[str, float, float, int]], name: str, version: str,
+                     checked: Any, predictions: list) -> int:
+        """Log rows for answered requests: (request id, time, seconds, instances) each, in order, with
+        their instances' features and flags (``checked``, app.monitoring) and predictions, all concatenated.
+        Converted to Arrow here, so what waits for the writer is compact. The rows dropped (queue full)."""
+        if not requests:
+            return 0
+        return self._put("predictions", self._predictions_table(requests, name, version, checked, predictions),
+                         len(checked.instances))
 
     def put_predictions(self, rid: str, name: str, version: str, checked: Any, predictions: list,
                         seconds: float) -> int:
-        now = time.time()
-        return self._put("predictions", [(rid, now, name, version, seconds, checked, predictions)],
-                         len(checked.instances))
+        """Log rows for one request."""
+        return self.put_requests([(rid, time.time(), seconds, len(checked.instances))], name, version, checked,
+                                 predictions)
 
     def put_outcomes(self, name: str, version: str, items: list[tuple[str, Any]]) -> int:
-        now = time.time()
-        return self._put("outcomes", [(rid, now, name, version, outcome) for rid, outcome in items], len(items))
+        if not items:
+            return 0
+        return self._put("outcomes", self._outcomes_table(time.time(), name, version, items), len(items))
 
     def status(self) -> dict:
         with self.lock:
@@ -119,6 +164,7 @@ class InferenceLog:
     def _run(self) -> None:
         while True:
             self.wake.wait(self.flush_s)
+            self.wake.clear()  # set again by stop() or by a half-full queue
             stopping = self.stopping
             try:
                 self.flush()
@@ -133,14 +179,15 @@ class InferenceLog:
     def flush(self) -> None:
         with self.lock:
             items, self.queued, self.queued_rows = self.queued, [], 0
-        for table, rows, _ in items:
-            self.streams[table].pending.extend(rows)
+        for table, batch, _ in items:
+            self.streams[table].pending.append(batch)
         for stream in self.streams.values():  # storage failing for long: keep memory bounded, count the loss
-            excess = len(stream.pending) - self.queue_rows
-            if excess > 0:
-                del stream.pending[:excess]
+            waiting = sum(batch.num_rows for batch in stream.pending)
+            while stream.pending and waiting > self.queue_rows:
+                oldest = stream.pending.pop(0)
+                waiting -= oldest.num_rows
                 with self.lock:
-                    self.dropped[stream.table] += excess
+                    self.dropped[stream.table] += oldest.num_rows
         for stream in self.streams.values():
             self._flush_stream(stream)
 
@@ -152,7 +199,9 @@ class InferenceLog:
             stream.path, stream.batches, stream.rows, stream.nbytes = None, [], 0, 0  # the file stays as written
         if not stream.pending:
             return
-        batch = self._arrow(stream.table, stream.pending)
+        import pyarrow as pa
+
+        batch = stream.pending[0] if len(stream.pending) == 1 else pa.concat_tables(stream.pending)
         if stream.path is None:
             stream.seq += 1
             stream.opened, stream.date = now, today
@@ -179,62 +228,64 @@ class InferenceLog:
             os.makedirs(folder, exist_ok=True)
             temporary = os.path.join(folder, f".{name}.tmp")
             with open(temporary, "wb") as handle:
-                pq.write_table(table, handle, compression="zstd")
+                pq.write_table(table, handle, compression="zstd", compression_level=1)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)  # atomic: readers see the old file or the new one
         else:
             buffer = io.BytesIO()
-            pq.write_table(table, buffer, compression="zstd")
+            pq.write_table(table, buffer, compression="zstd", compression_level=1)
             self.fs.pipe_file(path, buffer.getvalue())  # an object appears only when it is complete
 
-    def _arrow(self, table: str, rows: list) -> Any:
+    @staticmethod
+    def _outcomes_table(ts: float, name: str, version: str, items: list[tuple[str, Any]]) -> Any:
         import pyarrow as pa
 
-        if table == "outcomes":
-            return pa.table({
-                "request_id": pa.array([r[0] for r in rows], pa.string()),
-                "ts": pa.array([int(r[1] * 1000) for r in rows], pa.timestamp("ms", tz="UTC")),
-                "model": pa.array([r[2] for r in rows], pa.string()),
-                "version": pa.array([r[3] for r in rows], pa.string()),
-                "outcome": pa.array([json.dumps(r[4]) for r in rows], pa.string()),
-            })
-        columns: dict[str, list] = {k: [] for k in ("request_id", "instance", "ts", "model", "version",
-                                                     "latency_ms", "guard", "instance_json", "prediction")}
-        features: dict[str, list] = {name: [] for name in self.feature_columns}
-        for rid, ts, name, version, seconds, checked, predictions in rows:
-            for index, (instance, prediction) in enumerate(zip(checked.instances, predictions)):
-                columns["request_id"].append(rid)
-                columns["instance"].append(index)
-                columns["ts"].append(int(ts * 1000))
-                columns["model"].append(name)
-                columns["version"].append(version)
-                columns["latency_ms"].append(seconds * 1000)
-                columns["guard"].append(";".join(checked.flags[index]) if index < len(checked.flags) else "")
-                columns["instance_json"].append(json.dumps(self._private(instance)))
-                columns["prediction"].append(json.dumps(prediction))
-            for feature, values in features.items():
-                source = checked.features.get(feature) or [None] * len(checked.instances)
-                if feature in self.hashed:
-                    values.extend(None if v is None else self._hash(v) for v in source)
-                elif self.feature_columns[feature] == "numeric":
-                    values.extend(None if v is None else float(v) for v in source)
-                else:
-                    values.extend(None if v is None else self.category_key(v) for v in source)
+        n = len(items)
+        return pa.table({
+            "request_id": pa.array([rid for rid, _ in items], pa.string()),
+            "ts": pa.array([int(ts * 1000)] * n, pa.timestamp("ms", tz="UTC")),
+            "model": pa.array([name] * n, pa.string()),
+            "version": pa.array([version] * n, pa.string()),
+            "outcome": pa.array([json.dumps(outcome) for _, outcome in items], pa.string()),
+        })
+
+    def _predictions_table(self, requests: list[tuple[str, float, float, int]], name: str, version: str,
+                           checked: Any, predictions: list) -> Any:
+        """One row per instance, column by column (numpy and Arrow do the per-row work)."""
+        import numpy as np
+        import pyarrow as pa
+
+        counts = np.array([n for *_, n in requests], dtype=np.int64)
+        n = int(counts.sum())
+        request = np.repeat(np.arange(len(requests)), counts)  # row -> its request
         arrays = {
-            "request_id": pa.array(columns["request_id"], pa.string()),
-            "instance": pa.array(columns["instance"], pa.int32()),
-            "ts": pa.array(columns["ts"], pa.timestamp("ms", tz="UTC")),
-            "model": pa.array(columns["model"], pa.string()),
-            "version": pa.array(columns["version"], pa.string()),
-            "latency_ms": pa.array(columns["latency_ms"], pa.float64()),
-            "guard": pa.array(columns["guard"], pa.string()),
-            "instance_json": pa.array(columns["instance_json"], pa.string()),
-            "prediction": pa.array(columns["prediction"], pa.string()),
+            "request_id": pa.array([rid for rid, *_ in requests], pa.string()).take(request),
+            "instance": pa.array((np.arange(n) - (np.cumsum(counts) - counts)[request]).astype(np.int32)),
+            "ts": pa.array(np.array([int(ts * 1000) for _, ts, _, _ in requests], dtype=np.int64)[request],
+                           pa.timestamp("ms", tz="UTC")),
+            "model": pa.repeat(pa.scalar(name, pa.string()), n),
+            "version": pa.repeat(pa.scalar(version, pa.string()), n),
+            "latency_ms": pa.array(np.array([s * 1000 for _, _, s, _ in requests], dtype=float)[request]),
+            "guard": pa.array(_guard_column(checked.flags, n), pa.string()),
+            "instance_json": pa.array([_dumps(self._private(i)) for i in checked.instances], pa.string())
+            if self.instance_json else pa.nulls(n, pa.string()),
+            "prediction": pa.array(_json_items(predictions), pa.string()),
         }
-        for feature, values in features.items():
-            numeric = self.feature_columns[feature] == "numeric" and feature not in self.hashed
-            arrays[f"feature.{feature}"] = pa.array(values, pa.float64() if numeric else pa.string())
+        for feature, kind in self.feature_columns.items():
+            source = checked.features.get(feature)
+            if source is None:
+                source = [None] * n
+            if feature in self.hashed:
+                arrays[f"feature.{feature}"] = pa.array([None if v is None else self._hash(v) for v in source],
+                                                        pa.string())
+            elif kind == "numeric":
+                arrays[f"feature.{feature}"] = pa.array(np.asarray(source, dtype=float), pa.float64(),
+                                                        from_pandas=True)  # NaN (missing) -> null
+            else:
+                key = self.category_key
+                arrays[f"feature.{feature}"] = pa.array(
+                    [v if type(v) is str else None if v is None else key(v) for v in source], pa.string())
         return pa.table(arrays)
 
     def _hash(self, value: Any) -> str:

@@ -9,6 +9,10 @@ row-wise at export. The model runs on a small thread pool, so /healthz answers w
 app.monitoring checks each request against the training data before the model sees it and queues it
 for the inference log after (off the request path).
 
+The two prediction addresses are answered by plain ASGI code (``ServiceApp``, ``serve_prediction``):
+the same checks, answers and metrics as the middleware and routes below, without routing, three
+middleware layers and a Request object per call. Every other address goes through FastAPI.
+
 Status codes: 422 for a request the schema refuses AND for a valid request the model cannot take
 (with the instance index and the cause); 500 only for the server's own faults.
 """
@@ -38,6 +42,7 @@ THREADS = _threads_per_worker()
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_variable, str(THREADS))
 
+import functools  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -79,7 +84,8 @@ except ImportError:  # pragma: no cover
     def dumps(content: Any) -> bytes:
         return json.dumps(content).encode()
 from app import monitoring_routes  # noqa: E402  data monitoring: log, drift, guard, /feedback, /monitoring
-from app.monitoring import MONITOR, RequestIdMiddleware  # noqa: E402
+from app.monitoring import MONITOR, RequestIdMiddleware, new_request_id  # noqa: E402
+from app.monitoring import REQUEST_ID_PROBLEM, valid_request_id  # noqa: E402
 from app.monitoring import request_id as current_request_id  # noqa: E402  (set by RequestIdMiddleware)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -210,6 +216,7 @@ def load_service(ship: dict) -> None:
         max_wait_ms=float(batching.get("max_wait_ms") or 0),
         threads=1 if batching.get("enabled") else THREADS,
         observe_batch=observe_batch,
+        inline_ms=float(os.environ.get("MLSHIP_INLINE_MS") or (5.0 if THREADS == 1 else 0.5)),
     )
     service.ready, service.not_ready_reason = True, ""
     READY.set(1)
@@ -256,7 +263,8 @@ async def lifespan(app: FastAPI):
         ship = read_ship(SHIP_FILE)
         app.title, app.version = ship["name"], ship["version"]  # shown in /docs and /openapi.json
         load_service(ship)
-        MONITOR.start(ship, str(PROJECT_DIR))  # monitoring: reference, drift window, inference log writer
+        # monitoring: reference, drift window, inference log writer; its work runs between requests
+        MONITOR.start(ship, str(PROJECT_DIR), loop=asyncio.get_running_loop())
     except Exception as exc:
         log.exception("start-up failed")
         service.not_ready_reason = f"start-up failed: {exc}" if isinstance(exc, ValueError) else (
@@ -287,9 +295,9 @@ class BodyProblem(Exception):
         self.status, self.detail = status, detail
 
 
-def content_type_problem(scope: dict) -> str | None:
+def content_type_problem(headers: dict) -> str | None:
     """Bodies are JSON: say so for another declared Content-Type (none at all is read as JSON)."""
-    declared = dict(scope["headers"]).get(b"content-type")
+    declared = headers.get(b"content-type")
     if declared is None:
         return None
     media = declared.split(b";", 1)[0].strip().lower()
@@ -311,11 +319,23 @@ async def receive_body(receive: Callable, limit: int) -> bytes | None:
             raise BodyProblem(413, f"request body: larger than the limit of {limit} bytes")
         chunks.append(chunk)
         more = message.get("more_body", False)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def receive_body_in_time(receive: Callable, limit: int) -> bytes | None:
-    """A slow-loris body (a byte now and then) holds a connection only BODY_TIMEOUT_SECONDS: then 408."""
+async def read_body(headers: dict, receive: Callable) -> bytes | None:
+    """The body of a POST, checked: 415 for a Content-Type that is not JSON, 400 for a Content-Length
+    that is not a number, 413 over max_body_bytes (declared or received), 408 for a body that does not
+    arrive within BODY_TIMEOUT_SECONDS (a slow-loris client). None when the client went away."""
+    problem = content_type_problem(headers)
+    if problem:
+        raise BodyProblem(415, problem)
+    limit = service.max_body_bytes or FALLBACK_MAX_BODY_BYTES
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BodyProblem(400, "Content-Length: not a number")
+        if int(declared) > limit:
+            raise BodyProblem(413, f"request body: larger than the limit of {limit} bytes")
     try:
         if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
             async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
@@ -326,9 +346,7 @@ async def receive_body_in_time(receive: Callable, limit: int) -> bytes | None:
 
 
 class BodySizeLimit:
-    """413 for a body over max_body_bytes: by its Content-Length, or by the bytes actually received.
-
-    Also 415 for a Content-Type that is not JSON and 408 for a body that does not arrive in time."""
+    """``read_body``'s checks for every POST that FastAPI routes (/feedback); the body is then replayed."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
@@ -336,20 +354,8 @@ class BodySizeLimit:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        problem = content_type_problem(scope)
-        if problem:
-            return await send_json(send, 415, {"detail": problem})
-        limit = service.max_body_bytes or FALLBACK_MAX_BODY_BYTES
-        too_large = {"detail": f"request body: larger than the limit of {limit} bytes"}
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return await send_json(send, 400, {"detail": "Content-Length: not a number"})
-            if int(declared) > limit:
-                return await send_json(send, 413, too_large)
-        # Read the body here, stopping as soon as it passes the limit or its time, then hand it on.
         try:
-            body = await receive_body_in_time(receive, limit)
+            body = await read_body(dict(scope["headers"]), receive)
         except BodyProblem as problem:
             return await send_json(send, problem.status, {"detail": problem.detail})
         if body is None:
@@ -364,6 +370,18 @@ class BodySizeLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+@functools.lru_cache(maxsize=256)
+def request_metrics(route: str, status: int) -> tuple[Any, Any]:
+    """The counter and histogram children of one route and status (labels() is a lookup under a lock)."""
+    return REQUESTS.labels(route, str(status)), LATENCY.labels(route)
+
+
+def count_request(route: str, status: int, seconds: float) -> None:
+    counter, histogram = request_metrics(route, status)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 class RequestMetrics:
@@ -385,14 +403,23 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_record_status)
         finally:
             # The route template, not the raw path, keeps the label set small.
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(route, str(status)).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+            count_request(getattr(scope.get("route"), "path", "unmatched"), status, time.perf_counter() - started)
 
 
 # --- the app ------------------------------------------------------------------------------------------
 
-app = FastAPI(
+class ServiceApp(FastAPI):
+    """FastAPI, except that POST /predict and /v1/models/NAME:predict go straight to serve_prediction."""
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = prediction_route(scope)
+            if route is not None:
+                return await serve_prediction(scope, receive, send, *route)
+        await super().__call__(scope, receive, send)
+
+
+app = ServiceApp(
     title="Model service",
     description=(
         "Predictions from a model shipped from a Jupyter notebook. See README.md. Each prediction answer "
@@ -478,12 +505,13 @@ def answer_json(status: int, content: dict) -> Response:
     return Response(dumps(content), status_code=status, media_type="application/json")
 
 
-def invalid(problems: list[dict], request_id: str | None = None) -> Response:
+def invalid_content(problems: list[dict], request_id: str | None = None) -> dict:
+    """The 422 body: every problem with its place, and one message naming the first ten."""
     message = "; ".join(f"{p['field']}: {p['msg']}" for p in problems[:10])
     content: dict = {"detail": problems, "message": message}
     if request_id:
         content["request_id"] = request_id
-    return answer_json(422, content)
+    return content
 
 
 def validation_problems(errors: list[dict]) -> list[dict]:
@@ -498,7 +526,7 @@ def validation_problems(errors: list[dict]) -> list[dict]:
 
 @app.exception_handler(RequestValidationError)
 async def invalid_parameters(request: Request, exc: RequestValidationError) -> Response:
-    return invalid(validation_problems(list(exc.errors())))
+    return answer_json(422, invalid_content(validation_problems(list(exc.errors()))))
 
 
 def predict_instances(instances: list) -> list:
@@ -509,24 +537,27 @@ def predict_instances(instances: list) -> list:
     return outputs_to_json(service.entry(service.to_sample(instances)), service.output_schema, len(instances))
 
 
-async def handle_predict(request: Request, route: str) -> Response:
-    """One prediction request, start to end: the place that knows its id, instances, predictions, latency."""
-    request_id = current_request_id()
+async def predict_content(body: bytes, route: str, request_id: str) -> tuple[int, dict]:
+    """One prediction request from its raw body: (status, JSON content). The place that knows its id,
+    instances, predictions and latency."""
     if not service.ready:
-        return answer_json(503, {"detail": f"not ready: {service.not_ready_reason}", "request_id": request_id})
+        return 503, {"detail": f"not ready: {service.not_ready_reason}", "request_id": request_id}
     started = time.perf_counter()
     try:
-        instances = decode_request(await request.body())
+        instances = decode_request(body)
     except ValidationError as exc:
-        return invalid(validation_problems(exc.errors(include_url=False, include_input=False)), request_id)
+        return 422, invalid_content(validation_problems(exc.errors(include_url=False, include_input=False)),
+                                    request_id)
     count = len(instances)
     if count > service.max_instances:
         detail = f"instances: {count} instances, at most {service.max_instances} per request"
-        return answer_json(413, {"detail": detail, "request_id": request_id})
+        return 413, {"detail": detail, "request_id": request_id}
     INSTANCES.observe(count)
-    checked = MONITOR.check(instances)  # monitoring: the skew guard counts values unlike the training data
-    if MONITOR.rejects(checked):  # ... and refuses them when the export said --guard reject
-        return invalid(checked.problems, request_id)
+    checked = None
+    if MONITOR.guard_rejects:  # monitoring: --guard reject refuses values unlike the training data
+        checked = MONITOR.check(instances)
+        if checked.violations:
+            return 422, invalid_content(checked.problems, request_id)
     try:
         predictions = await service.batcher.predict(instances, request_id)
     except ModelRejection as exc:
@@ -536,18 +567,73 @@ async def handle_predict(request: Request, route: str) -> Response:
         loc = ["body", "instances"] + ([exc.index] if exc.index is not None else [])
         problem = {"loc": loc, "field": field_path(loc), "msg": f"the model cannot take this input: {exc.cause}",
                    "type": "model_error"}
-        return invalid([problem], request_id)
+        return 422, invalid_content([problem], request_id)
     except Exception as exc:  # the server's own fault: keep the traceback in the log
         log.exception("request %s: the server failed", request_id)
-        detail = f"the server failed: {type(exc).__name__}: {exc}"
-        return answer_json(500, {"detail": detail, "request_id": request_id})
-    MONITOR.record(checked, predictions, time.perf_counter() - started)  # monitoring: drift window + log
-    return answer_json(200, {"predictions": predictions, "model": service.model, "request_id": request_id})
+        return 500, {"detail": f"the server failed: {type(exc).__name__}: {exc}", "request_id": request_id}
+    # monitoring: drift window, guard counts and the log row, all computed later off the request path
+    MONITOR.record(request_id, instances, predictions, time.perf_counter() - started, checked)
+    return 200, {"predictions": predictions, "model": service.model, "request_id": request_id}
+
+
+def prediction_route(scope: dict) -> tuple[str, str | None] | None:
+    """(route template, model name in the path) for the two prediction addresses, else None."""
+    path = scope["path"]
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root):]
+    if path == "/predict":
+        return "/predict", None
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        name = path[len("/v1/models/"):-len(":predict")]
+        if name and "/" not in name:
+            return "/v1/models/{name}:predict", name
+    return None
+
+
+async def serve_prediction(scope: dict, receive: Callable, send: Callable, route: str, name: str | None) -> None:
+    """A prediction request as plain ASGI: what RequestMetrics, RequestIdMiddleware, BodySizeLimit and a
+    route do for every other address, in that order, in one function."""
+    started = time.perf_counter()
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-request-id")
+    request_id = new_request_id() if given is None else valid_request_id(given)
+    if request_id is None:
+        status, content = 400, {"detail": REQUEST_ID_PROBLEM}
+    else:
+        try:
+            body = await read_body(headers, receive)
+        except BodyProblem as problem:
+            status, content = problem.status, {"detail": problem.detail}
+        else:
+            if body is None:
+                return  # the client went away
+            if name is not None and name != service.name:
+                status, content = 404, {"detail": f"name: no model {name!r} here; this service serves "
+                                                  f"{service.name!r}", "request_id": request_id}
+            else:
+                status, content = await predict_content(body, route, request_id)
+    payload = dumps(content)
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if request_id is not None:
+        response_headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": payload})
+    count_request(route, status, time.perf_counter() - started)
+
+
+# The prediction routes below are answered by serve_prediction before FastAPI routes anything (see
+# ServiceApp); they are declared for /docs and /openapi.json, and answer the same way if reached.
+
+
+async def predict_route(request: Request, route: str) -> Response:
+    status, content = await predict_content(await request.body(), route, current_request_id())
+    return answer_json(status, content)
 
 
 @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, openapi_extra=REQUEST_BODY)
 async def predict(request: Request) -> Response:
-    return await handle_predict(request, "/predict")
+    return await predict_route(request, "/predict")
 
 
 @app.post("/v1/models/{name}:predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
@@ -555,10 +641,9 @@ async def predict(request: Request) -> Response:
 async def predict_by_name(name: str, request: Request) -> Response:
     """The same as /predict, at the TensorFlow Serving / KServe v1 address."""
     if name != service.name:
-        request_id = current_request_id()
         detail = f"name: no model {name!r} here; this service serves {service.name!r}"
-        return answer_json(404, {"detail": detail, "request_id": request_id})
-    return await handle_predict(request, "/v1/models/{name}:predict")
+        return answer_json(404, {"detail": detail, "request_id": current_request_id()})
+    return await predict_route(request, "/v1/models/{name}:predict")
 
 
 # Probes and metadata answer on the event loop itself: never queued behind the model's thread pool.

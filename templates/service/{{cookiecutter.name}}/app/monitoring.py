@@ -15,13 +15,15 @@ reference profile and in ``mlship monitor`` to compute drift offline, so all thr
 from __future__ import annotations
 
 import contextvars
+import datetime as _dt
 import json
 import logging
 import math
 import os
 import re
 import threading
-import uuid
+import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,9 +48,23 @@ REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, as HT
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
+REQUEST_ID_PROBLEM = "X-Request-ID: must be 1 to 200 visible ASCII characters"
+
+
+def new_request_id() -> str:
+    """32 random hex digits, as a uuid4's hex (without the uuid object)."""
+    return os.urandom(16).hex()
+
+
+def valid_request_id(given: bytes) -> str | None:
+    """The X-Request-ID header's value as text, or None when it is not 1 to 200 visible ASCII characters."""
+    text = given.decode("latin-1")
+    return text if REQUEST_ID_PATTERN.match(text) else None
+
+
 def request_id() -> str:
     """The id of the request being answered (set by RequestIdMiddleware)."""
-    return _request_id.get() or uuid.uuid4().hex
+    return _request_id.get() or new_request_id()
 
 
 class RequestIdMiddleware:
@@ -61,17 +77,13 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode())
-        if given is not None:
-            text = given.decode("latin-1")
-            if not REQUEST_ID_PATTERN.match(text):
-                body = json.dumps({"detail": "X-Request-ID: must be 1 to 200 visible ASCII characters"}).encode()
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                return await send({"type": "http.response.body", "body": body})
-            rid = text
-        else:
-            rid = uuid.uuid4().hex
+        rid = new_request_id() if given is None else valid_request_id(given)
+        if rid is None:
+            body = json.dumps({"detail": REQUEST_ID_PROBLEM}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            return await send({"type": "http.response.body", "body": body})
         token = _request_id.set(rid)
 
         async def send_with_id(message: dict) -> None:
@@ -109,21 +121,36 @@ def _column_kind(column: dict) -> str:
     return "numeric"
 
 
-def instance_features(instances: list, input_schema: dict) -> dict[str, list]:
-    """Feature name -> one value per instance (None where missing), from validated JSON instances."""
+def instance_features(instances: list, input_schema: dict) -> dict[str, Any]:
+    """Feature name -> one value per instance, from validated JSON instances: a float array (NaN where
+    missing) for a numeric feature, a list (None where missing) for any other."""
     kind = input_schema["kind"]
+    kinds = watched_features(input_schema)
     if kind in ("dataframe", "records"):
-        return {c["name"]: [i.get(c["name"]) for i in instances] for c in input_schema["columns"]}
+        columns = {c["name"]: [i.get(c["name"]) for i in instances] for c in input_schema["columns"]}
+        return {name: _floats(values) if kinds[name] == "numeric" else values for name, values in columns.items()}
     if kind == "ndarray":
         width = input_schema["width"]
+        if kinds.get("x0") == "categorical":
+            return {f"x{i}": [row[i] for row in instances] for i in range(width)}
+        rows = _floats(instances).reshape(len(instances), width)  # numpy reads None as NaN
         if width > WIDE_ARRAY:
-            rows = np.array([[np.nan if v is None else v for v in row] for row in instances], dtype=float)
-            return {"l2_norm": np.sqrt(np.nansum(rows * rows, axis=1)).tolist(),
-                    "mean": np.nanmean(rows, axis=1).tolist() if rows.size else []}
-        return {f"x{i}": [row[i] for row in instances] for i in range(width)}
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row has no mean: NaN
+                return {"l2_norm": np.sqrt(np.nansum(rows * rows, axis=1)), "mean": np.nanmean(rows, axis=1)}
+        return {f"x{i}": rows[:, i] for i in range(width)}
     if kind == "strings":
-        return {"length": [None if s is None else len(s) for s in instances]}
-    return {"value": list(instances)}
+        return {"length": _floats([None if s is None else len(s) for s in instances])}
+    return {"value": _floats(instances) if kinds["value"] == "numeric" else list(instances)}
+
+
+def _floats(values: list) -> np.ndarray:
+    """Numbers (None or non-numbers: NaN) as a float array, in one numpy call where possible."""
+    try:
+        return np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                         for v in values], dtype=float)
 
 
 def feature_path(input_schema: dict, index: int, name: str) -> str:
@@ -139,8 +166,12 @@ def feature_path(input_schema: dict, index: int, name: str) -> str:
 
 
 def category_key(value: Any) -> str:
-    """Categories as strings: strings as they are, other values (true, 3) as their JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """Categories as strings: strings as they are, date-times in ISO 8601, other values (true, 3) as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    return json.dumps(value)
 
 
 def prediction_values(predictions: list, output_schema: dict) -> tuple[str, list]:
@@ -163,15 +194,22 @@ def prediction_values(predictions: list, output_schema: dict) -> tuple[str, list
 # --- the reference profile of one feature ---------------------------------------------------------------
 
 
-def _numeric(values: list) -> np.ndarray:
-    return np.array([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
-                    dtype=float)
+def _numeric(values: Any) -> np.ndarray:
+    """The values present (not None, not NaN) as a float array."""
+    array = _floats(values) if not isinstance(values, np.ndarray) else values.astype(float, copy=False)
+    return array[~np.isnan(array)]
+
+
+def _missing(values: Any) -> int:
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return int(np.isnan(values).sum())
+    return sum(1 for v in values if v is None or (isinstance(v, float) and math.isnan(v)))
 
 
 def profile_values(kind: str, values: list) -> dict:
     """What the reference keeps of one feature: no raw rows, only aggregates."""
     n = len(values)
-    missing = sum(1 for v in values if v is None or (isinstance(v, float) and math.isnan(v)))
+    missing = _missing(values)
     profile: dict[str, Any] = {"kind": kind, "count": n, "null_rate": missing / n if n else 0.0}
     if kind == "numeric":
         present = _numeric(values)
@@ -255,7 +293,7 @@ def drift(profile: dict, values: list) -> dict:
     result: dict[str, Any] = {"kind": profile["kind"], "n": n}
     if not n:
         return {**result, "status": "no data"}
-    missing = sum(1 for v in values if v is None or (isinstance(v, float) and math.isnan(v)))
+    missing = _missing(values)
     result["null_rate"] = missing / n
     result["reference_null_rate"] = profile.get("null_rate", 0.0)
     result["null_rate_change"] = result["null_rate"] - result["reference_null_rate"]
@@ -288,20 +326,45 @@ def drift(profile: dict, values: list) -> dict:
 
 # --- online state: the window, the guard -----------------------------------------------------------------
 
+DRAIN_S = 0.25  # how often answered requests are taken into the window, the guard counts and the log
+DRAIN_ROWS = 4096  # ... or as soon as this many instances wait (keeps the raw instances' memory small)
+
 
 @dataclass
 class Checked:
-    """What the guard learned about one request's instances; handed on to record()."""
+    """What the guard learned about instances (one request's, or many requests' together)."""
 
     instances: list
-    features: dict[str, list]
-    flags: list[list[str]]  # per instance: "age:out_of_range", ...
-    violations: list[str]  # messages for a 422
+    features: dict[str, Any]  # instance_features()
+    flags: dict[int, list[str]]  # instance index -> "age:out_of_range", ... (flagged instances only)
+    violations: list[str]  # messages for a 422 (only when asked for)
     problems: list[dict] = field(default_factory=list)  # the same as 422 entries: loc, field, msg, type
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (feature, problem) -> values
+
+
+@dataclass
+class Answered:
+    """One answered prediction request, waiting to be monitored."""
+
+    request_id: str
+    ts: float
+    instances: list
+    predictions: list
+    seconds: float
+    checked: Checked | None  # already checked on the request path (guard: reject)
 
 
 class Monitor:
-    """Drift window + skew guard + inference log for one service process."""
+    """Drift window + skew guard + inference log for one service process.
+
+    On the request path: ``check`` (only with guard "reject") and ``record``, which only appends the
+    answered request to a list. Every DRAIN_S seconds (or once DRAIN_ROWS instances wait) ``drain`` takes
+    everything recorded and does the work for all of it at once: features as arrays, the guard's counts,
+    the drift window, the log rows. In the service it runs on the event loop between requests, not on a
+    thread of its own: a second Python thread would fight the loop for the GIL, and the loop would wait
+    up to a switch interval (5 ms) each time the model releases the GIL. Without a loop, a thread does it.
+    Readers (``report``, the metrics) first take what is waiting, so they never lag behind.
+    """
 
     def __init__(self) -> None:
         self.enabled = False
@@ -313,7 +376,7 @@ class Monitor:
         self.window_size = 1000
         self.exclude: set[str] = set()
         self.hash: set[str] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the window and the counts
         self.windows: dict[str, deque] = {}
         self.prediction_window: deque = deque(maxlen=1)
         self.guard_counts: dict[tuple[str, str], int] = {}
@@ -321,9 +384,24 @@ class Monitor:
         self.requests_rejected = 0
         self.log: Any = None  # app.inference_log.InferenceLog once started
         self.log_error = ""
+        self.answered: list[Answered] = []  # recorded, not yet taken in
+        self.answered_rows = 0
+        self.answered_lock = threading.Lock()
+        self.drain_lock = threading.Lock()  # one taker at a time: the thread, a reader, stop()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.loop: Any = None  # asyncio loop that runs drain (the service's), else self.thread does
+        self.drain_scheduled = False
+        self.stopping = False
+
+    @property
+    def guard_rejects(self) -> bool:
+        """Must each request be checked before the model sees it (guard "reject")?"""
+        return self.enabled and self.guard_mode == "reject"
 
     # start-up and shut-down (the lifespan)
-    def start(self, ship: dict, project_dir: str, env: dict | None = None) -> None:
+    def start(self, ship: dict, project_dir: str, env: dict | None = None, loop: Any = None) -> None:
+        """Read the reference, open the log; ``drain`` then runs on ``loop`` (an asyncio loop), or a thread."""
         env = dict(os.environ if env is None else env)
         options = ship.get("monitoring") or {}
         self.name, self.version = ship["name"], ship["version"]
@@ -348,6 +426,13 @@ class Monitor:
             except Exception as exc:  # a log that cannot be opened must not take predictions down with it
                 self.log, self.log_error = None, f"MLSHIP_LOG_DIR {target}: {type(exc).__name__}: {exc}"
                 log.error("the inference log is off: %s", self.log_error)
+        self.stopping = False
+        self.loop = loop
+        if loop is not None:
+            loop.call_later(DRAIN_S, self._tick)
+        else:
+            self.thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
+            self.thread.start()
         self.enabled = True
 
     def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
@@ -365,56 +450,125 @@ class Monitor:
             rotate_bytes=int(float(env.get("MLSHIP_LOG_ROTATE_MB") or 16) * 2**20),
             rotate_s=float(env.get("MLSHIP_LOG_ROTATE_S") or 600),
             storage_options=json.loads(env.get("MLSHIP_LOG_STORAGE_OPTIONS") or "{}"),
+            instance_json=not features_hold_instance(self.input_schema),
         )
         self.log.start()
 
     def stop(self) -> None:
+        """Take in everything recorded, then write the log (SIGTERM -> the lifespan's shut-down -> here)."""
+        self.stopping = True
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.drain()
         if self.log is not None:
             self.log.stop()
 
+    def _run(self) -> None:
+        while not self.stopping:
+            self.wake.wait(DRAIN_S)
+            self.wake.clear()
+            self.drain()
+
+    def _tick(self) -> None:
+        if not self.stopping:
+            self.drain()
+            self.loop.call_later(DRAIN_S, self._tick)
+
+    def _drain_soon(self) -> None:
+        self.drain_scheduled = False
+        self.drain()
+
     # per request
     def check(self, instances: list) -> Checked:
-        """Extract the watched features and run the skew guard (counted here, refused by the caller)."""
-        features = instance_features(instances, self.input_schema) if self.enabled else {}
-        flags: list[list[str]] = [[] for _ in instances]
-        violations: list[str] = []
-        problems: list[dict] = []
-        for name, values in features.items():
-            profile = (self.reference.get("features") or {}).get(name)
-            if not profile:
-                continue
-            for index, problem, message in guard_feature(name, profile, values):
-                flags[index].append(f"{name}:{problem}")
-                path = feature_path(self.input_schema, index, name)
-                violations.append(f"{path}: {message}")
-                loc = ["body", "instances", index] + ([name] if self.input_schema["kind"] in ("dataframe", "records") else [])
-                problems.append({"loc": loc, "field": path, "msg": message, "type": f"skew_guard_{problem}"})
-                with self.lock:
-                    self.guard_counts[(name, problem)] = self.guard_counts.get((name, problem), 0) + 1
-        if violations:
-            with self.lock:
-                if self.guard_mode == "reject":
-                    self.requests_rejected += 1
-                else:
-                    self.requests_flagged += 1
-        return Checked(instances, features, flags, violations, problems)
+        """The guard on one request before the model sees it, with messages (guard "reject")."""
+        checked = self._inspect(instances, describe=True)
+        with self.lock:
+            self._count(checked)
+            if checked.violations:
+                self.requests_rejected += 1
+        return checked
 
-    def rejects(self, checked: Checked) -> bool:
-        return self.guard_mode == "reject" and bool(checked.violations)
-
-    def record(self, checked: Checked, predictions: list, seconds: float) -> None:
-        """After a prediction: feed the drift window and queue the log rows. Never raises."""
+    def record(self, request_id: str, instances: list, predictions: list, seconds: float,
+               checked: Checked | None = None) -> None:
+        """After a prediction: remember it for the window, the guard counts and the log. O(1), never raises."""
         if not self.enabled:
             return
-        try:
+        with self.answered_lock:
+            self.answered.append(Answered(request_id, time.time(), instances, predictions, seconds, checked))
+            self.answered_rows += len(instances)
+            full = self.answered_rows >= DRAIN_ROWS
+        if full and self.loop is None:
+            self.wake.set()
+        elif full and not self.drain_scheduled:  # after the callbacks already due: answers go out first
+            self.drain_scheduled = True
+            self.loop.call_soon(self._drain_soon)
+
+    def drain(self) -> None:
+        """Take in every recorded request: guard counts, drift window, log rows. Never raises."""
+        with self.drain_lock:
+            with self.answered_lock:
+                answered, self.answered, self.answered_rows = self.answered, [], 0
+            if not answered:
+                return
+            try:
+                self._take_in(answered)
+            except Exception:  # monitoring must never fail a prediction, nor stop its own thread
+                log.exception("monitoring %d answered requests failed", len(answered))
+
+    def _take_in(self, answered: list[Answered]) -> None:
+        unchecked = [a for a in answered if a.checked is None]
+        groups: list[tuple[list[Answered], Checked]] = [([a], a.checked) for a in answered if a.checked is not None]
+        if unchecked:
+            checked = self._inspect([i for a in unchecked for i in a.instances], describe=False)
+            groups.append((unchecked, checked))
+            ends = np.cumsum([len(a.instances) for a in unchecked])
+            flagged = len(set(np.searchsorted(ends, list(checked.flags), side="right").tolist()))
+            with self.lock:
+                self._count(checked)
+                self.requests_flagged += flagged
+        for requests, checked in groups:
+            predictions = requests[0].predictions if len(requests) == 1 else [
+                p for a in requests for p in a.predictions]
+            latest = -self.window_size  # only the newest values can stay in the window
             with self.lock:
                 for name, values in checked.features.items():
-                    self.windows[name].extend(values)
-                self.prediction_window.extend(prediction_values(predictions, self.output_schema)[1])
+                    values = values[latest:]
+                    self.windows[name].extend(values.tolist() if isinstance(values, np.ndarray) else values)
+                self.prediction_window.extend(prediction_values(predictions[latest:], self.output_schema)[1])
             if self.log is not None:
-                self.log.put_predictions(request_id(), self.name, self.version, checked, predictions, seconds)
-        except Exception:  # monitoring must never fail a prediction
-            log.exception("recording a prediction failed")
+                self.log.put_requests([(a.request_id, a.ts, a.seconds, len(a.instances)) for a in requests],
+                                      self.name, self.version, checked, predictions)
+
+    def _inspect(self, instances: list, describe: bool) -> Checked:
+        """Features and guard flags of ``instances``; with ``describe``, the 422 messages too."""
+        features = instance_features(instances, self.input_schema)
+        checked = Checked(instances, features, {}, [])
+        profiles = self.reference.get("features") or {}
+        tabular = self.input_schema["kind"] in ("dataframe", "records")
+        for name, values in features.items():
+            profile = profiles.get(name)
+            if not profile:
+                continue
+            for problem, indices in guard_indices(profile, values).items():
+                label = f"{name}:{problem}"
+                checked.counts[(name, problem)] = len(indices)
+                for index in indices:
+                    checked.flags.setdefault(index, []).append(label)
+            if describe and checked.flags:
+                originals = _original_values(instances, self.input_schema, name)
+                for index, problem, message in guard_feature(name, profile, values, True, originals):
+                    path = feature_path(self.input_schema, index, name)
+                    checked.violations.append(f"{path}: {message}")
+                    loc = ["body", "instances", index] + ([name] if tabular else [])
+                    checked.problems.append({"loc": loc, "field": path, "msg": message,
+                                             "type": f"skew_guard_{problem}"})
+        return checked
+
+    def _count(self, checked: Checked) -> None:
+        """Add a check's flags to the guard's counts (under self.lock)."""
+        for key, count in checked.counts.items():
+            self.guard_counts[key] = self.guard_counts.get(key, 0) + count
 
     def feedback(self, items: list[tuple[str, Any]]) -> int:
         """Queue outcome rows; the number dropped because the queue was full."""
@@ -424,6 +578,7 @@ class Monitor:
 
     # reading
     def report(self) -> dict:
+        self.drain()  # what was answered until now counts
         with self.lock:
             windows = {name: list(values) for name, values in self.windows.items()}
             predictions = list(self.prediction_window)
@@ -503,26 +658,76 @@ class Monitor:
             yield queued
 
 
-def guard_feature(name: str, profile: dict, values: list) -> list[tuple[int, str, str]]:
-    """(instance index, problem, message) for values the training data never had."""
-    found = []
+def guard_indices(profile: dict, values: Any) -> dict[str, Any]:
+    """Problem ("unexpected_null", "out_of_range", "unseen_category") -> the indices of the values that
+    have it, for values the training data never had. Numeric features are checked as whole arrays."""
+    found: dict[str, Any] = {}
     null_ok = profile.get("null_rate", 0.0) > 0
     kind = profile["kind"]
+    if kind == "numeric" or isinstance(values, np.ndarray):
+        array = values if isinstance(values, np.ndarray) else _floats(values)
+        if not null_ok:
+            found["unexpected_null"] = np.flatnonzero(np.isnan(array)).tolist()
+        if kind == "numeric" and "min" in profile:
+            with np.errstate(invalid="ignore"):
+                found["out_of_range"] = np.flatnonzero((array < profile["min"]) | (array > profile["max"])).tolist()
+        return {problem: indices for problem, indices in found.items() if indices}
+    categories = profile.get("categories") if kind == "categorical" and profile.get("complete") else None
     for index, value in enumerate(values):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             if not null_ok:
-                found.append((index, "unexpected_null", "null, but the training data had no missing values here"))
-            continue
-        if kind == "numeric" and "min" in profile and isinstance(value, (int, float)):
-            if value < profile["min"] or value > profile["max"]:
-                found.append((index, "out_of_range", f"{value!r} is outside the training range "
-                              f"[{_number(profile['min'])}, {_number(profile['max'])}]"))
-        elif kind == "categorical" and profile.get("complete"):
-            key = category_key(value)
-            if key not in profile["categories"]:
-                seen = ", ".join(list(profile["categories"])[:10])
-                found.append((index, "unseen_category", f"{value!r} was not seen in training (seen: {seen})"))
+                found.setdefault("unexpected_null", []).append(index)
+        elif categories is not None and category_key(value) not in categories:
+            found.setdefault("unseen_category", []).append(index)
     return found
+
+
+def guard_feature(name: str, profile: dict, values: Any, describe: bool = True,
+                  originals: list | None = None) -> list[tuple[int, str, str]]:
+    """(instance index, problem, message) for values the training data never had, in instance order;
+    messages quote the request's own value from ``originals`` where given."""
+    found = sorted((index, problem) for problem, indices in guard_indices(profile, values).items() for index in indices)
+    if not describe:
+        return [(index, problem, "") for index, problem in found]
+    described = []
+    for index, problem in found:
+        value = originals[index] if originals is not None else values[index]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if problem == "unexpected_null":
+            message = NULL_MESSAGE
+        elif problem == "out_of_range":
+            message = (f"{value!r} is outside the training range "
+                       f"[{_number(profile['min'])}, {_number(profile['max'])}]")
+        else:
+            seen = ", ".join(list(profile["categories"])[:10])
+            message = f"{value!r} was not seen in training (seen: {seen})"
+        described.append((index, problem, message))
+    return described
+
+
+NULL_MESSAGE = "null, but the training data had no missing values here"
+
+
+def _original_values(instances: list, input_schema: dict, name: str) -> list | None:
+    """The request's own values of one feature (messages quote them as sent), where a feature is a field."""
+    kind = input_schema["kind"]
+    if kind in ("dataframe", "records"):
+        return [i.get(name) for i in instances]
+    if kind == "ndarray" and name.startswith("x") and name[1:].isdigit():
+        position = int(name[1:])
+        return [row[position] for row in instances]
+    if kind not in ("ndarray", "strings"):
+        return list(instances)
+    return None
+
+
+def features_hold_instance(input_schema: dict) -> bool:
+    """Do the log's feature columns hold the whole instance as logged (excluded fields left out, hashed
+    ones hashed), so that instance_json would only repeat them? Yes for tables (a column per field, all
+    scalars) and arrays up to WIDE_ARRAY values; not for text, wide arrays or single values."""
+    kind = input_schema["kind"]
+    return kind in ("dataframe", "records") or (kind == "ndarray" and (input_schema.get("width") or 0) <= WIDE_ARRAY)
 
 
 def _number(value: float) -> str:
