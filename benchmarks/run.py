@@ -199,6 +199,8 @@ def build_systems(work: Path, projects: dict[str, Path], args: argparse.Namespac
                           service_env("hgb")))
     systems.append(System("generated service, DataFrame pipeline", projects["frame"], ["sh", "-c", cmd],
                           service_env("frame"), body_kind="frame"))
+    systems.append(System("generated service, inference log off", projects["hgb"], ["sh", "-c", cmd],
+                          {**service_env("hgb"), "MLSHIP_LOG_DIR": "off"}))
     for line in skipped:
         print(f"[bench] SKIPPED {line}", flush=True)
     return systems, skipped
@@ -500,6 +502,9 @@ def target_lines(by_name: dict, raw1, raw100, entry100, ship_seconds) -> list[st
     line("cold start / hand-written", gen.cold_start / hand.cold_start if gen and hand else None, 1.0,
          lower_is_better=True)
     line("RSS / hand-written", gen.rss_mb / hand.rss_mb if gen and hand else None, 1.2, lower_is_better=True)
+    quiet = by_name.get("generated service, inference log off")
+    line("RSS / hand-written, inference log off (MLSHIP_LOG_DIR=off)",
+         quiet.rss_mb / hand.rss_mb if quiet and hand else None, 1.2, lower_is_better=True)
     if ship_seconds is None:
         out.append("- `%%ship` to a verified project, warm env cache: not measured (pass --ship-timing)")
     elif "error" in ship_seconds:

@@ -446,7 +446,7 @@ class Monitor:
             category_key=category_key,
             flush_s=float(env.get("MLSHIP_LOG_FLUSH_S") or 2),
             queue_rows=int(env.get("MLSHIP_LOG_QUEUE_ROWS") or 100_000),
-            rotate_rows=int(env.get("MLSHIP_LOG_ROTATE_ROWS") or 100_000),
+            rotate_rows=int(env.get("MLSHIP_LOG_ROTATE_ROWS") or 50_000),
             rotate_bytes=int(float(env.get("MLSHIP_LOG_ROTATE_MB") or 16) * 2**20),
             rotate_s=float(env.get("MLSHIP_LOG_ROTATE_S") or 600),
             storage_options=json.loads(env.get("MLSHIP_LOG_STORAGE_OPTIONS") or "{}"),
