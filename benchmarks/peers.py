@@ -82,6 +82,7 @@ class Peer:
     environ: dict[str, str] = field(default_factory=dict)
     prepare: str | None = None  # a script run once with the venv's python before starting
     check: bool = True  # False for the floor, which answers a constant
+    path: str = "/predict"  # where it takes prediction requests
 
 
 def peers(sklearn: str, numpy: str) -> list[Peer]:
@@ -101,5 +102,5 @@ def peers(sklearn: str, numpy: str) -> list[Peer]:
              {"save.py": MLFLOW_SAVE},
              ["{python}", "-m", "mlflow", "models", "serve", "-m", "mlflow_model", "-h", "127.0.0.1", "-p", "{port}",
               "--env-manager", "local", "-w", "1"],
-             prepare="save.py"),
+             prepare="save.py", path="/invocations"),  # MLflow's scoring address: {"instances": ...} in
     ]

@@ -94,6 +94,7 @@ class System:
     environ: dict[str, str] = field(default_factory=dict)
     check: bool = True  # False for the floor: it answers a constant
     body_kind: str = "array"  # "array": X rows; "frame": customer records
+    path: str = "/predict"
     process: subprocess.Popen | None = None
     cold_start: float | None = None
     rss_mb: float | None = None
@@ -128,6 +129,9 @@ def peer_env(peer: Peer, timeout: float) -> tuple[Path | None, str]:
     env = ENV_CACHE / f"{peer.env}-{key}"
     python = env / "bin" / "python"
     if (env / ".complete").exists():
+        if not (env / ".bytecode").exists():  # cached before the install compiled it: once, now
+            subprocess.run([str(python), "-m", "compileall", "-q", "-j0", str(env / "lib")], capture_output=True)
+            (env / ".bytecode").write_text("")
         return python, "cached"
     shutil.rmtree(env, ignore_errors=True)
     env.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,9 @@ def peer_env(peer: Peer, timeout: float) -> tuple[Path | None, str]:
     try:
         subprocess.run(["uv", "venv", "-q", "-p", sys.executable, str(env)], check=True, capture_output=True,
                        timeout=120)
-        subprocess.run(["uv", "pip", "install", "-q", "-p", str(python), *peer.packages], check=True,
+        # Compiled as an image's pip install would: this machine sets PYTHONDONTWRITEBYTECODE, so without
+        # it every server start would compile its libraries from source, which is not what cold start means.
+        subprocess.run(["uv", "pip", "install", "-q", "--compile-bytecode", "-p", str(python), *peer.packages], check=True,
                        capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         shutil.rmtree(env, ignore_errors=True)
@@ -143,6 +149,7 @@ def peer_env(peer: Peer, timeout: float) -> tuple[Path | None, str]:
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(env, ignore_errors=True)
         return None, f"installing failed: {(exc.stderr or '').strip().splitlines()[-1:]}"
+    (env / ".bytecode").write_text("")
     (env / ".complete").write_text("")
     return python, f"installed in {time.monotonic() - started:.0f} s"
 
@@ -174,7 +181,7 @@ def build_systems(work: Path, projects: dict[str, Path], args: argparse.Namespac
                 continue
         command = [str(python) if part == "{python}" else part for part in peer.command]
         environ = {**peer.environ, "PATH": f"{python.parent}:{os.environ['PATH']}"}  # its own uvicorn, gunicorn
-        systems.append(System(peer.name, folder, command, environ, check=peer.check))
+        systems.append(System(peer.name, folder, command, environ, check=peer.check, path=peer.path))
     cmd = re.search(r"^CMD (.+)$", (projects["hgb"] / "Dockerfile").read_text(), re.M).group(1)
     # The container's CMD and ENV, each project in a venv of its own pinned requirements.txt, as its
     # image would have (not this interpreter: it holds torch, which scikit-learn's array-API support
@@ -220,7 +227,7 @@ def free_port() -> int:
 def start(system: System, cpu: int, body: bytes, expected: list) -> None:
     expected = expected if system.check else None
     port = free_port()
-    system.url = f"http://127.0.0.1:{port}/predict"  # type: ignore[attr-defined]
+    system.url = f"http://127.0.0.1:{port}{system.path}"  # type: ignore[attr-defined]
     command = [part.replace("{port}", str(port)) for part in system.command]
     env = {**os.environ, **system.environ, "PORT": str(port)}
     env.pop("PYTHONPATH", None)  # a served project must not see jupyter_mlship

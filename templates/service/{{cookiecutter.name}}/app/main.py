@@ -612,7 +612,12 @@ async def serve_prediction(scope: dict, receive: Callable, send: Callable, route
                 status, content = 404, {"detail": f"name: no model {name!r} here; this service serves "
                                                   f"{service.name!r}", "request_id": request_id}
             else:
-                status, content = await predict_content(body, route, request_id)
+                try:
+                    status, content = await predict_content(body, route, request_id)
+                except Exception as exc:  # what FastAPI's error middleware does for the other routes
+                    log.exception("request %s: the server failed", request_id)
+                    status, content = 500, {"detail": f"the server failed: {type(exc).__name__}: {exc}",
+                                            "request_id": request_id}
     payload = dumps(content)
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if request_id is not None:
