@@ -6,10 +6,11 @@ at once: no timer, no added wait. Coalescing is only switched on when jupyter-ml
 that the entry function is row-wise (ship.json "batching"); otherwise every request is its own call.
 
 Where a call runs: the cost of a call is learned from the calls themselves (seconds = fixed + per
-instance, a decaying least-squares fit). A call predicted to take less than ``inline_ms`` (default 1 ms,
-MLSHIP_INLINE_MS) runs on the event loop itself: a thread hand-off costs more than such a call, and a
-probe waits at most that long. Anything slower, or not yet measured, runs on a bounded thread pool, so
-a slow model never keeps /healthz waiting.
+instance, a decaying least-squares fit). A call predicted to take less than ``inline_ms``
+(MLSHIP_INLINE_MS; app.main's default is 5 ms with one CPU, 0.5 ms with more) runs on the event loop
+itself: on one CPU a thread hand-off costs more than such a call and makes the loop wait for the GIL,
+and a probe waits at most that long. Anything slower, or not yet measured, runs on a bounded thread
+pool, so a slow model never keeps /healthz waiting.
 
 When a call fails, the requests in it are re-run one by one so that one bad request never fails the
 others, and within a failing request the instance that the model cannot take is found by bisection.
