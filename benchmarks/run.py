@@ -231,13 +231,18 @@ def start(system: System, cpu: int, body: bytes, expected: list) -> None:
     command = [part.replace("{port}", str(port)) for part in system.command]
     env = {**os.environ, **system.environ, "PORT": str(port)}
     env.pop("PYTHONPATH", None)  # a served project must not see jupyter_mlship
+    # The server's output goes to a file: a pipe nobody reads fills up (64 KB) and blocks a server that
+    # logs each request (MLflow's access log did: 0 req/s after the first few thousand requests).
+    log_path = system.folder / "server.log"
+    log = log_path.open("wb")
     began = time.perf_counter()
     system.process = subprocess.Popen(["taskset", "-c", str(cpu), *command], cwd=system.folder, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                      stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    log.close()  # the server holds its own copy of the file
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if system.process.poll() is not None:
-            raise RuntimeError(f"{system.name} exited: {system.process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{system.name} exited: {log_path.read_text(errors='replace')[-2000:]}")
         try:
             response = httpx.post(system.url, content=body, headers={"content-type": "application/json"}, timeout=5)
             if response.status_code == 200:
