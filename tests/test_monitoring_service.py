@@ -178,8 +178,11 @@ def test_kill_9_mid_load_loses_at_most_one_flush_interval_and_no_file(project, t
 
     worker = threading.Thread(target=load)
     worker.start()
-    deadline = time.monotonic() + 60
-    while len(answered) < 300 and time.monotonic() < deadline:  # a few flushes' worth under load
+    started = time.monotonic()
+    deadline = started + 60
+    # A few flushes' worth under load: 300 answers and 3 flush intervals (a fast service answers 300 in
+    # less than one interval, and then nothing can have been written yet).
+    while (len(answered) < 300 or time.monotonic() - started < 3 * flush_s) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(answered) >= 300, "the service answered too few requests to test a crash under load"
     service.process.kill()  # SIGKILL: no shut-down, no last flush
