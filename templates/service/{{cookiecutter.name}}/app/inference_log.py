@@ -45,7 +45,7 @@ _POOL_SET = False
 
 def _pyarrow() -> Any:
     """pyarrow, imported when the log first needs it, allocating with the C library's allocator: Arrow's
-    jemalloc kept about 15 MB more after a busy minute (measured), a tenth of a small service's memory."""
+    jemalloc kept up to 15 MB more after a busy minute in one measurement (others showed no difference)."""
     global _POOL_SET
     import pyarrow as pa
 

@@ -360,9 +360,9 @@ class Monitor:
     On the request path: ``check`` (only with guard "reject") and ``record``, which only appends the
     answered request to a list. Every DRAIN_S seconds (or once DRAIN_ROWS instances wait) ``drain`` takes
     everything recorded and does the work for all of it at once: features as arrays, the guard's counts,
-    the drift window, the log rows. In the service it runs on the event loop between requests, not on a
+    the drift window, the log rows. It runs on the service's event loop between requests, not on a
     thread of its own: a second Python thread would fight the loop for the GIL, and the loop would wait
-    up to a switch interval (5 ms) each time the model releases the GIL. Without a loop, a thread does it.
+    up to a switch interval (5 ms) each time the model releases the GIL.
     Readers (``report``, the metrics) first take what is waiting, so they never lag behind.
     """
 
@@ -387,10 +387,8 @@ class Monitor:
         self.answered: list[Answered] = []  # recorded, not yet taken in
         self.answered_rows = 0
         self.answered_lock = threading.Lock()
-        self.drain_lock = threading.Lock()  # one taker at a time: the thread, a reader, stop()
-        self.wake = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.loop: Any = None  # asyncio loop that runs drain (the service's), else self.thread does
+        self.drain_lock = threading.Lock()  # one taker at a time: the loop, a reader (a route's thread), stop()
+        self.loop: Any = None  # the service's asyncio loop, which runs drain
         self.drain_scheduled = False
         self.stopping = False
 
@@ -400,8 +398,8 @@ class Monitor:
         return self.enabled and self.guard_mode == "reject"
 
     # start-up and shut-down (the lifespan)
-    def start(self, ship: dict, project_dir: str, env: dict | None = None, loop: Any = None) -> None:
-        """Read the reference, open the log; ``drain`` then runs on ``loop`` (an asyncio loop), or a thread."""
+    def start(self, ship: dict, project_dir: str, loop: Any, env: dict | None = None) -> None:
+        """Read the reference, open the log; ``drain`` then runs on ``loop`` (the service's asyncio loop)."""
         env = dict(os.environ if env is None else env)
         options = ship.get("monitoring") or {}
         self.name, self.version = ship["name"], ship["version"]
@@ -428,11 +426,7 @@ class Monitor:
                 log.error("the inference log is off: %s", self.log_error)
         self.stopping = False
         self.loop = loop
-        if loop is not None:
-            loop.call_later(DRAIN_S, self._tick)
-        else:
-            self.thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
-            self.thread.start()
+        loop.call_later(DRAIN_S, self._tick)
         self.enabled = True
 
     def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
@@ -457,18 +451,9 @@ class Monitor:
     def stop(self) -> None:
         """Take in everything recorded, then write the log (SIGTERM -> the lifespan's shut-down -> here)."""
         self.stopping = True
-        self.wake.set()
-        if self.thread is not None:
-            self.thread.join(timeout=30)
         self.drain()
         if self.log is not None:
             self.log.stop()
-
-    def _run(self) -> None:
-        while not self.stopping:
-            self.wake.wait(DRAIN_S)
-            self.wake.clear()
-            self.drain()
 
     def _tick(self) -> None:
         if not self.stopping:
@@ -498,9 +483,7 @@ class Monitor:
             self.answered.append(Answered(request_id, time.time(), instances, predictions, seconds, checked))
             self.answered_rows += len(instances)
             full = self.answered_rows >= DRAIN_ROWS
-        if full and self.loop is None:
-            self.wake.set()
-        elif full and not self.drain_scheduled:  # after the callbacks already due: answers go out first
+        if full and not self.drain_scheduled:  # after the callbacks already due: answers go out first
             self.drain_scheduled = True
             self.loop.call_soon(self._drain_soon)
 
@@ -513,7 +496,7 @@ class Monitor:
                 return
             try:
                 self._take_in(answered)
-            except Exception:  # monitoring must never fail a prediction, nor stop its own thread
+            except Exception:  # monitoring must never fail a prediction, nor stop the drain
                 log.exception("monitoring %d answered requests failed", len(answered))
 
     def _take_in(self, answered: list[Answered]) -> None:
@@ -550,14 +533,15 @@ class Monitor:
             profile = profiles.get(name)
             if not profile:
                 continue
-            for problem, indices in guard_indices(profile, values).items():
+            found = guard_indices(profile, values)
+            for problem, indices in found.items():
                 label = f"{name}:{problem}"
                 checked.counts[(name, problem)] = len(indices)
                 for index in indices:
                     checked.flags.setdefault(index, []).append(label)
-            if describe and checked.flags:
+            if describe and found:
                 originals = _original_values(instances, self.input_schema, name)
-                for index, problem, message in guard_feature(name, profile, values, True, originals):
+                for index, problem, message in _described(found, profile, values, originals):
                     path = feature_path(self.input_schema, index, name)
                     checked.violations.append(f"{path}: {message}")
                     loc = ["body", "instances", index] + ([name] if tabular else [])
@@ -686,11 +670,16 @@ def guard_feature(name: str, profile: dict, values: Any, describe: bool = True,
                   originals: list | None = None) -> list[tuple[int, str, str]]:
     """(instance index, problem, message) for values the training data never had, in instance order;
     messages quote the request's own value from ``originals`` where given."""
-    found = sorted((index, problem) for problem, indices in guard_indices(profile, values).items() for index in indices)
+    found = guard_indices(profile, values)
     if not describe:
-        return [(index, problem, "") for index, problem in found]
+        return sorted((index, problem, "") for problem, indices in found.items() for index in indices)
+    return _described(found, profile, values, originals)
+
+
+def _described(found: dict[str, Any], profile: dict, values: Any, originals: list | None) -> list[tuple[int, str, str]]:
+    """guard_indices' findings as (index, problem, message), in instance order."""
     described = []
-    for index, problem in found:
+    for index, problem in sorted((index, problem) for problem, indices in found.items() for index in indices):
         value = originals[index] if originals is not None else values[index]
         if isinstance(value, np.generic):
             value = value.item()
