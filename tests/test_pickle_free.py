@@ -108,3 +108,37 @@ def test_a_function_not_in_the_trusted_list_is_refused_at_load(ipython):
                             text=True, timeout=120)
     assert result.returncode != 0
     assert f"model/{artifact['file']}" in result.stderr and "app.features.unused_helper" in result.stderr, result.stderr
+
+
+LOAD_AND_REPORT = """
+import sys
+import app.features as features
+walked = ("sklearn.neural_network", "sklearn.gaussian_process", "sklearn.semi_supervised", "sklearn.mixture")
+print(type(features.model).__name__, any(module in sys.modules for module in walked))
+"""
+
+
+def test_the_service_trusts_the_files_estimators_by_name_and_skips_skops_estimator_walk(ipython):
+    """The export names the scikit-learn estimators in the file; the service trusts exactly those and imports
+    skops without importing every scikit-learn module (its cold start). One left out of the list: refused."""
+    project, artifact = exported(ipython, RATIO_PIPELINE,
+                                 "%ship ratio --model model --sample df.head(8) --no-verify", "ratio")
+    estimators = artifact["loader"]["estimator_types"]
+    assert {"sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler",
+            "sklearn.linear_model._logistic.LogisticRegression"} <= set(estimators), estimators
+    assert not any(name.startswith("app.") for name in estimators)  # the notebook's own stay in trusted_types
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT], cwd=project, capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    # skops' walk imports these modules; neither the pipeline nor skops itself needs them.
+    assert loaded.stdout.split() == ["Pipeline", "False"], loaded.stdout
+
+    manifest_path = project / "model" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"][0]["loader"]["estimator_types"].remove("sklearn.linear_model._logistic.LogisticRegression")
+    manifest_path.write_text(json.dumps(manifest))
+    refused = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT], cwd=project, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0
+    assert f"model/{artifact['file']}" in refused.stderr, refused.stderr[-2000:]
+    assert "sklearn.linear_model._logistic.LogisticRegression" in refused.stderr, refused.stderr[-2000:]
