@@ -82,8 +82,10 @@ class Batcher:
 
     def __init__(self, predict_instances: Callable[[list], list], *, enabled: bool, max_batch: int,
                  max_wait_ms: float, threads: int, observe_batch: Callable[[int, int], None] | None = None,
-                 inline_ms: float = 1.0) -> None:
+                 inline_ms: float = 1.0, join: Callable[[list], Any] | None = None) -> None:
         self.predict_instances = predict_instances
+        # Several requests' instances as one (app.convert.join_instances: lists, or float matrices).
+        self.join = join or (lambda parts: parts[0] if len(parts) == 1 else [i for part in parts for i in part])
         self.enabled = enabled
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait_ms) / 1000
@@ -175,7 +177,7 @@ class Batcher:
 
     def run_batch(self, requests: list[list]) -> list[Any]:
         """In a pool thread: one entry call for all requests; each request's predictions or its failure."""
-        instances = requests[0] if len(requests) == 1 else [i for r in requests for i in r]
+        instances = self.join(requests)
         started = time.perf_counter()
         try:
             predictions = self.predict_instances(instances)

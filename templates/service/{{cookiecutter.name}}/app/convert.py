@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _datetime
 import math
+import sys
 from typing import Any, Callable
 
 MISSING_MARKERS = {"nan": float("nan"), "none": None}
@@ -37,6 +38,46 @@ def sample_converter(input_schema: dict) -> Callable[[list], Any]:
 def instances_to_sample(instances: list, input_schema: dict) -> Any:
     """Turn JSON instances into the sample's type (see ``sample_converter``, which caches the set-up)."""
     return sample_converter(input_schema)(instances)
+
+
+# A body of numbers only: no null, true, false, strings, NaN or Infinity, no key but "instances".
+_NUMBER_BYTES = b"0123456789.eE+-[], \t\r\n"
+
+
+def float_rows(body: bytes, width: int) -> Any | None:
+    """``{"instances": [[number, ...], ...]}`` straight to a float64 matrix of ``width`` columns, else None.
+
+    The usual body of an array model, parsed once (orjson) into one numpy array, which the converter,
+    the batcher and monitoring then take as it is: no per-value validation and no list of lists to copy
+    twice. Any other body (a null, a string, NaN, another key, a ragged row, a number orjson refuses)
+    gives None, and the schema's strict validation decides and names the problem, as for every kind.
+    The values are those pydantic reads: both parsers round each number to the nearest float64."""
+    key, _, rest = body.partition(b":")
+    rest = rest.rstrip()
+    array = rest[:-1]
+    if b"".join(key.split()) != b'{"instances"' or rest[-1:] != b"}" or array.translate(None, _NUMBER_BYTES):
+        return None
+    try:
+        import numpy as np
+        import orjson
+
+        rows = np.array(orjson.loads(array), dtype=np.float64)
+    except (ImportError, ValueError, TypeError, OverflowError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    return rows if rows.ndim == 2 and rows.shape[0] and rows.shape[1] == width else None
+
+
+def join_instances(parts: list) -> Any:
+    """Several requests' instances as one: a list, or one float matrix where ``float_rows`` made any part.
+
+    A part that came through validation instead (a nullable row with a null) joins as floats, None
+    as NaN: what the array converter makes of it anyway."""
+    if len(parts) == 1:
+        return parts[0]
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and any(isinstance(part, numpy.ndarray) for part in parts):
+        return numpy.concatenate([numpy.asarray(part, dtype=numpy.float64) for part in parts])
+    return [instance for part in parts for instance in part]
 
 
 def _missing_value(column: dict) -> Any:

@@ -68,7 +68,7 @@ from prometheus_client import (  # noqa: E402
 from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from app.batching import Batcher, ModelRejection  # noqa: E402
-from app.convert import compare_predictions, outputs_to_json, sample_converter  # noqa: E402
+from app.convert import compare_predictions, join_instances, outputs_to_json, sample_converter  # noqa: E402
 from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: E402
 
 try:  # a fast encoder where pinned; the standard library otherwise
@@ -217,6 +217,7 @@ def load_service(ship: dict) -> None:
         threads=1 if batching.get("enabled") else THREADS,
         observe_batch=observe_batch,
         inline_ms=float(os.environ.get("MLSHIP_INLINE_MS") or (5.0 if THREADS == 1 else 0.5)),
+        join=join_instances,
     )
     service.ready, service.not_ready_reason = True, ""
     READY.set(1)

@@ -500,10 +500,12 @@ class Monitor:
                 log.exception("monitoring %d answered requests failed", len(answered))
 
     def _take_in(self, answered: list[Answered]) -> None:
+        from app.convert import join_instances  # here: jupyter-mlship imports this module without app/
+
         unchecked = [a for a in answered if a.checked is None]
         groups: list[tuple[list[Answered], Checked]] = [([a], a.checked) for a in answered if a.checked is not None]
         if unchecked:
-            checked = self._inspect([i for a in unchecked for i in a.instances], describe=False)
+            checked = self._inspect(join_instances([a.instances for a in unchecked]), describe=False)
             groups.append((unchecked, checked))
             ends = np.cumsum([len(a.instances) for a in unchecked])
             flagged = len(set(np.searchsorted(ends, list(checked.flags), side="right").tolist()))

@@ -8,13 +8,17 @@ Validation is strict (no silent type coercion, no unknown fields) so that what r
 what the notebook's code was written for. app/convert.py turns the validated instances back into the
 sample's type.
 A request body is decoded and validated in one pass (``decode_request``: pydantic's JSON parser
-straight to plain lists and dicts).
+straight to plain lists and dicts{{ "; a body of numbers only, straight to one float matrix" if input.kind == "ndarray" and input.json_type == "number" else "" }}).
 """
 
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, with_config
 from typing_extensions import NotRequired, TypedDict
+{%- if input.kind == "ndarray" and input.json_type == "number" %}
+
+from app.convert import float_rows
+{%- endif %}
 {%- if input | has_datetimes %}
 from pydantic import AwareDatetime, BeforeValidator, NaiveDatetime, Strict
 
@@ -92,9 +96,20 @@ class PredictResponse(BaseModel):
     request_id: str = Field(description="The request's X-Request-ID header, or a new id; also sent as that header. POST /feedback takes it.")
 
 
+{% if input.kind == "ndarray" and input.json_type == "number" -%}
+def decode_request(body: bytes) -> Any:
+    """The raw JSON body -> its validated instances: a float matrix where the body holds numbers only
+    (app.convert.float_rows), else plain JSON values (the form app.convert expects).
+
+    Raises pydantic.ValidationError naming each bad field.
+    """
+    rows = float_rows(body, {{ input.width }})
+    return rows if rows is not None else PredictRequest.model_validate_json(body).instances
+{%- else -%}
 def decode_request(body: bytes) -> list:
     """The raw JSON body -> its validated instances as plain JSON values (the form app.convert expects).
 
     Raises pydantic.ValidationError naming each bad field.
     """
     return PredictRequest.model_validate_json(body).instances
+{%- endif %}

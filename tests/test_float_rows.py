@@ -1,0 +1,128 @@
+"""A body of numbers only, for an array model, is decoded straight to one float matrix (app.convert.float_rows)
+that the converter, the batcher and monitoring take as it is; anything else goes through strict validation.
+
+The matrix must hold exactly the values pydantic would have validated, refuse every body that validation
+would judge differently, and travel through batching and the inference log like the lists it replaces.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pydantic import StrictFloat, TypeAdapter
+
+from jupyter_mlship.runtime import runtime_module
+from support.notebooks import ok_cell
+
+convert = runtime_module("convert")
+monitoring = runtime_module("monitoring")
+inference_log = runtime_module("inference_log")
+VALIDATED = TypeAdapter(dict[str, list[list[StrictFloat]]])  # what the schema's strict validation reads
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[0.1, -2, 3e-5], [1E3, 0, -0.0]]}',
+    b'{"instances":[[1,2,3]]}',
+    b'  {\n  "instances" :\n [ [ 0.30000000000000004 , 1e308, -1.5e-320 ] ]\n}\n ',
+    b'{"instances": [[123456789012345678901, 0.1, 7]]}',
+])
+def test_numbers_only_bodies_become_the_matrix_validation_would_give(body):
+    rows = convert.float_rows(body, 3)
+    assert isinstance(rows, np.ndarray) and rows.dtype == np.float64
+    expected = VALIDATED.validate_json(body)["instances"]
+    assert rows.tolist() == expected  # the same float64 for every number, including rounding
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[1, null, 3]]}',  # null: validation decides (NaN where nullable, 422 where not)
+    b'{"instances": [[1, true, 3]]}',
+    b'{"instances": [[1, "2", 3]]}',
+    b'{"instances": [[1, NaN, 3]]}',
+    b'{"instances": [[1, Infinity, 3]]}',
+    b'{"instances": [[1, 2, 3]], "extra": 1}',
+    b'{"other": [[1, 2, 3]]}',
+    b'{"instances": [[1, 2, 3], [4, 5]]}',  # ragged
+    b'{"instances": [[1, 2]]}',  # another width
+    b'{"instances": []}',
+    b'{"instances": [1, 2, 3]}',
+    b'{"instances": [[[1, 2, 3]]]}',
+    b'{"instances": [[01, 2, 3]]}',  # not JSON
+    b'{"instances": [[1, 2, 3]]}}',
+    b'{"instances": [[1, 2, 3]]',
+    b'{"instances": [[1e400, 2, 3]]}',  # beyond float64: validation reads it as inf
+    b'[[1, 2, 3]]',
+    b'',
+])
+def test_any_other_body_is_left_to_validation(body):
+    assert convert.float_rows(body, 3) is None
+
+
+def test_requests_join_as_one_matrix_and_a_validated_part_joins_as_floats():
+    matrix = np.array([[1.0, 2.0], [3.0, 4.0]])
+    joined = convert.join_instances([matrix, [[5.0, None]], np.array([[6.0, 7.0]])])
+    assert isinstance(joined, np.ndarray)
+    np.testing.assert_array_equal(joined, [[1, 2], [3, 4], [5, np.nan], [6, 7]])
+    assert convert.join_instances([[[1.0]], [[2.0]]]) == [[1.0], [2.0]]  # lists stay lists
+    assert convert.join_instances([matrix]) is matrix
+
+
+def test_the_log_writes_features_and_wide_instances_from_a_matrix(tmp_path):
+    wide = {"kind": "ndarray", "width": 40, "dtype": "float64", "json_type": "number"}
+    rows = np.arange(80, dtype=float).reshape(2, 40) / 3
+    checked = monitoring.Checked(rows, monitoring.instance_features(rows, wide), {}, [])
+    log = inference_log.InferenceLog(
+        str(tmp_path), feature_columns={"l2_norm": "numeric", "mean": "numeric"}, hashed=set(), excluded=set(),
+        category_key=monitoring.category_key, flush_s=3600, queue_rows=1000, rotate_rows=1000,
+        rotate_bytes=2**30, rotate_s=3600)
+    log.start()
+    log.put_predictions("r1", "wide", "1", checked, [0, 1], 0.001)
+    log.stop()
+    table = pq.read_table(tmp_path / "predictions").to_pydict()
+    assert [json.loads(text) for text in table["instance_json"]] == rows.tolist()
+    assert table["feature.mean"] == pytest.approx(rows.mean(axis=1).tolist())
+
+
+DECODED = """
+import sys
+from app.schema import decode_request
+for body in sys.argv[1:]:
+    print(type(decode_request(body.encode())).__name__)
+"""
+
+
+def test_an_array_service_decodes_numbers_to_a_matrix_and_answers_concurrent_requests_exactly(ipython, serve):
+    ok_cell(ipython, "import numpy as np\nX = np.random.default_rng(0).normal(size=(40, 3))\n"
+                     "W = np.array([0.5, -1.0, 2.0])")
+    ok_cell(ipython, "%%ship lin --sample X[:5] --no-verify\ndef predict(x):\n    return x @ W")
+    project = Path("services") / "lin"
+    decoded = subprocess.run([sys.executable, "-c", DECODED, '{"instances": [[1, 2, 3]]}',
+                              '{"instances": [[1, 2.5, "x"]]}'], cwd=project, capture_output=True, text=True,
+                             timeout=120)
+    # the number body is a matrix; the other raised pydantic's ValidationError, naming the field
+    assert decoded.stdout.split() == ["ndarray"], decoded.stdout + decoded.stderr[-1500:]
+    assert "ValidationError" in decoded.stderr and "instances.0.2" in decoded.stderr, decoded.stderr[-1500:]
+
+    service = serve(project)
+    X = ipython.user_ns["X"]
+    W = ipython.user_ns["W"]
+    bodies = [X[i:i + 1 + i % 7] for i in range(32)]  # 32 requests of 1 to 7 rows, batched together
+
+    def ask(rows: np.ndarray) -> list:
+        response = httpx.post(f"{service.url}/predict", json={"instances": rows.tolist()}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, bodies))
+    for rows, answer in zip(bodies, answers):
+        assert answer == (rows @ W).tolist()  # exact: the same float64 arithmetic as in the notebook
+    refused = httpx.post(f"{service.url}/predict", json={"instances": [[1.0, True, 3.0]]}, timeout=30)
+    assert refused.status_code == 422 and "instances[0][1]" in refused.text, refused.text
