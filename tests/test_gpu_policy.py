@@ -416,8 +416,8 @@ XGBOOST_PINS = [req("numpy", "2.4.6", "numpy", "scipy", "xgboost"), req("nvidia-
 
 def test_a_cpu_capture_pins_xgboost_cpu_and_leaves_nccl_out():
     asked = []
-    pins = cpu_only_pins(XGBOOST_PINS, lambda name: asked.append(name) or ["3.2.0", "3.1.3"])
-    assert asked == ["xgboost-cpu"]
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name, index: asked.append((name, index)) or ["3.2.0", "3.1.3"])
+    assert asked == [("xgboost-cpu", None)]  # the user's own index settings
     assert [r.line for r in pins.requirements] == ["numpy==2.4.6", "scipy==1.17.0", "xgboost-cpu==3.2.0"]
     assert pins.dropped == ["nvidia-nccl-cu12==2.28.9"] and not pins.warnings
     assert pins.requirements[-1].because == ["xgboost"]
@@ -425,7 +425,7 @@ def test_a_cpu_capture_pins_xgboost_cpu_and_leaves_nccl_out():
 
 @pytest.mark.parametrize(("answer", "why"), [(["3.1.3"], "has no xgboost-cpu==3.2.0"), (None, "could not be asked")])
 def test_without_the_twin_on_the_index_the_pin_stays_with_a_warning(answer, why):
-    pins = cpu_only_pins(XGBOOST_PINS, lambda name: answer)
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name, index: answer)
     assert [r.name for r in pins.requirements] == ["numpy", "nvidia-nccl-cu12", "scipy", "xgboost"]
     (warning,) = pins.warnings
     assert why in warning and "xgboost==3.2.0 is pinned although the model ran on the CPU" in warning
@@ -433,7 +433,7 @@ def test_without_the_twin_on_the_index_the_pin_stays_with_a_warning(answer, why)
 
 def test_cuda_libraries_another_library_needs_are_kept():
     pins = cpu_only_pins([*XGBOOST_PINS[:1], req("nvidia-nccl-cu12", "2.28.9", "torch", "xgboost"),
-                          *XGBOOST_PINS[2:]], lambda name: ["3.2.0"])
+                          *XGBOOST_PINS[2:]], lambda name, index: ["3.2.0"])
     assert "nvidia-nccl-cu12" in [r.name for r in pins.requirements] and not pins.dropped
 
 
