@@ -42,9 +42,9 @@ CUDA_ONLY = re.compile(r"^(nvidia-[a-z0-9-]+|cuda-(toolkit|bindings|core|pathfin
 # The image's platform in pip's tags (capture/target.py resolves for it); older +cpu wheels say linux_x86_64.
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "linux_x86_64")
 INDEX_TIMEOUT = 60.0
-# pip's words when an index could not be read (as opposed to read and found without the package).
-_UNREACHABLE = re.compile(r"Retrying \(|Could not fetch URL|NameResolutionError|ConnectionError|"
-                          r"Max retries exceeded|HTTP error \d+|SSLError")
+# pip's words (at -vv) when an index could not be read, as opposed to read and found without the package
+# (a 404 of the project's page is that answer).
+_UNREACHABLE = re.compile(r"Could not fetch URL \S+: (connection error|timed out|There was a problem confirming)")
 
 # (distribution, index URL or None for the user's own settings) -> versions there, or None if not asked.
 VersionsOnIndex = Callable[[str, "str | None"], "list[str] | None"]
@@ -61,8 +61,9 @@ class CpuPins:
 
 def versions_on_index(name: str, index_url: str | None = None) -> list[str] | None:
     """Versions of ``name`` with wheels for the image's platform that pip finds with this machine's settings
-    (``index_url`` in place of the configured index where given); None if pip could not ask."""
-    command = [sys.executable, "-m", "pip", "index", "versions", name, "--disable-pip-version-check",
+    (``index_url`` in place of the configured index where given); None if pip could not read every index."""
+    # -vv: pip says only at debug level that an index could not be read.
+    command = [sys.executable, "-m", "pip", "index", "versions", name, "--disable-pip-version-check", "-vv",
                *(arg for platform in PIP_PLATFORMS for arg in ("--platform", platform))]
     if index_url:
         command += ["--index-url", index_url]
@@ -71,9 +72,11 @@ def versions_on_index(name: str, index_url: str | None = None) -> list[str] | No
     except (OSError, subprocess.TimeoutExpired):
         return None
     output = done.stderr + done.stdout
+    if _UNREACHABLE.search(output):
+        return None  # what the other sources list says nothing of the index that was not read
     if done.returncode != 0:
         # "No matching distribution" after reading every index is an answer (none there); anything else is not.
-        return [] if "No matching distribution" in output and not _UNREACHABLE.search(output) else None
+        return [] if "No matching distribution" in output else None
     match = re.search(r"^Available versions:\s*(.+)$", done.stdout, re.MULTILINE)
     return [v.strip() for v in match.group(1).split(",")] if match else []
 
