@@ -437,19 +437,35 @@ def test_cuda_libraries_another_library_needs_are_kept():
     assert "nvidia-nccl-cu12" in [r.name for r in pins.requirements] and not pins.dropped
 
 
-def test_the_service_accepts_the_cpu_twin_of_the_library_an_artifact_was_saved_with(monkeypatch):
-    installed = {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
-
+def installed_in_the_service(monkeypatch, installed: dict[str, str]) -> None:
+    """The service's loader sees these distributions (name -> version) and no others."""
     def version(name):
         if name not in installed:
             raise loaders.importlib.metadata.PackageNotFoundError(name)
         return installed[name]
 
     monkeypatch.setattr(loaders.importlib.metadata, "version", version)
+
+
+def test_the_service_accepts_the_cpu_twin_of_the_library_an_artifact_was_saved_with(monkeypatch):
+    installed = {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
+    installed_in_the_service(monkeypatch, installed)
     loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0", "numpy": "2.4.6"}})
     installed["xgboost-cpu"] = "3.1.0"
     with pytest.raises(loaders.ArtifactError, match=r"xgboost 3.1.0 \(saved with 3.2.0\)"):
         loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0"}})
+
+
+def test_the_service_loads_a_torch_artifact_on_another_build_of_the_same_release(monkeypatch):
+    installed = {"torch": "2.14.1+cpu", "numpy": "2.4.6"}
+    installed_in_the_service(monkeypatch, installed)
+    for saved in ("2.14.1", "2.14.1+cu130", "2.14.1+cpu"):  # saved in a CUDA kernel, served by the +cpu pin
+        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": saved, "numpy": "2.4.6"}})
+    with pytest.raises(loaders.ArtifactError, match=r"torch 2.14.1\+cpu \(saved with 2.13.0\)"):
+        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": "2.13.0"}})
+    installed["numpy"] = "2.4.6+local"  # other libraries still match exactly
+    with pytest.raises(loaders.ArtifactError, match=r"numpy 2.4.6\+local \(saved with 2.4.6\)"):
+        loaders.check_versions({"file": "net.pt", "frameworks": {"numpy": "2.4.6"}})
 
 
 def test_the_index_is_asked_through_pip_with_the_users_settings(tmp_path, monkeypatch):

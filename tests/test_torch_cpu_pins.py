@@ -24,14 +24,10 @@ from jupyter_mlship.capture.cpu_builds import (
 )
 from jupyter_mlship.render import render_project
 from jupyter_mlship.review import review_markdown
-from jupyter_mlship.runtime import runtime_module
 from jupyter_mlship.spec import Requirement
 from jupyter_mlship.verify.envs import ensure_environment, venv_python
 from support.notebooks import free_port
 from support.specs import tiny_spec
-
-loaders = runtime_module("loaders")
-
 
 def req(name: str, version: str, *because: str) -> Requirement:
     return Requirement(name=name, version=version, because=list(because))
@@ -269,24 +265,3 @@ def test_verify_installs_without_an_index_it_cannot_reach(tmp_path, only_these_i
     assert installer == "uv"
     assert any(line.startswith(f"{unreachable} cannot be reached from here") for line in said)
     assert list(environment.glob("lib/python*/site-packages/torch-2.14.1+cpu.dist-info"))
-
-
-# --- the service -----------------------------------------------------------------------------------------------
-
-
-def test_the_service_loads_a_torch_artifact_on_another_build_of_the_same_release(monkeypatch):
-    installed = {"torch": "2.14.1+cpu", "numpy": "2.4.6"}
-
-    def version(name):
-        if name not in installed:
-            raise loaders.importlib.metadata.PackageNotFoundError(name)
-        return installed[name]
-
-    monkeypatch.setattr(loaders.importlib.metadata, "version", version)
-    for saved in ("2.14.1", "2.14.1+cu130", "2.14.1+cpu"):  # saved in a CUDA kernel, served by the +cpu pin
-        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": saved, "numpy": "2.4.6"}})
-    with pytest.raises(loaders.ArtifactError, match=r"torch 2.14.1\+cpu \(saved with 2.13.0\)"):
-        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": "2.13.0"}})
-    installed["numpy"] = "2.4.6+local"  # other libraries still match exactly
-    with pytest.raises(loaders.ArtifactError, match=r"numpy 2.4.6\+local \(saved with 2.4.6\)"):
-        loaders.check_versions({"file": "net.pt", "frameworks": {"numpy": "2.4.6"}})
