@@ -265,3 +265,16 @@ def test_verify_installs_without_an_index_it_cannot_reach(tmp_path, only_these_i
     assert installer == "uv"
     assert any(line.startswith(f"{unreachable} cannot be reached from here") for line in said)
     assert list(environment.glob("lib/python*/site-packages/torch-2.14.1+cpu.dist-info"))
+
+
+def test_a_macos_kernel_keeps_its_own_torch_and_the_image_gets_the_cpu_build():
+    """Resolved for the image from a macOS kernel: torch's CUDA libraries are pinned for Linux x86-64 only, and
+    the kernel's torch (a CPU wheel there) must stay installable where verify runs."""
+    linux = 'sys_platform == "linux" and platform_machine == "x86_64"'
+    pins = [req("numpy", "2.4.6", "numpy"), req("torch", "2.14.1", "torch"),
+            req("nvidia-cudnn-cu13", "9.24.0.43", "torch").model_copy(update={"marker": linux}),
+            req("triton", "3.8.0", "torch").model_copy(update={"marker": linux})]
+    result = cpu_only_pins(pins, index(torch=["2.14.1+cpu"]), kernel='sys_platform == "darwin"')
+    assert [r.line for r in result.requirements] == [
+        "numpy==2.4.6", 'torch==2.14.1 ; sys_platform == "darwin"', f"torch==2.14.1+cpu ; {linux}"]
+    assert result.dropped == ["nvidia-cudnn-cu13==9.24.0.43", "triton==3.8.0"]

@@ -26,8 +26,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from packaging.markers import default_environment
+
 from ..spec import Requirement
 from .environment import normalize
+from .target import TARGET_MARKER, kernel_marker
 
 # Distribution whose wheel carries CUDA -> its CPU-only twin, released with the same versions. The
 # service's loader (app/loaders.py, CPU_TWINS) accepts the twin where an artifact names the original.
@@ -88,11 +91,16 @@ def image_pins(requirements: Iterable[Requirement], devices: Iterable[str],
     requirements = list(requirements)
     if any(device.startswith("cuda") for device in devices):
         return CpuPins(requirements=requirements)
-    return cpu_only_pins(requirements, versions)
+    return cpu_only_pins(requirements, versions, kernel_marker(default_environment()))
 
 
-def cpu_only_pins(requirements: Iterable[Requirement], versions: VersionsOnIndex = versions_on_index) -> CpuPins:
-    """Swap CUDA-carrying distributions for their CPU-only builds where the index has the same version."""
+def cpu_only_pins(requirements: Iterable[Requirement], versions: VersionsOnIndex = versions_on_index,
+                  kernel: str = TARGET_MARKER) -> CpuPins:
+    """Swap CUDA-carrying distributions for their CPU-only builds where the index has the same version.
+
+    ``kernel``: the marker of the kernel's platform (capture/target.py). Where it is not the image's, the
+    CPU build is pinned for the image only and the kernel's own pin stays for the kernel's platform (verify
+    runs there: a macOS kernel has no `+cpu` torch nor xgboost-cpu wheel)."""
     requirements = list(requirements)
     by_name = {normalize(r.name): r for r in requirements}
     result = CpuPins(requirements=[])
@@ -115,10 +123,12 @@ def cpu_only_pins(requirements: Iterable[Requirement], versions: VersionsOnIndex
     dropped = _cuda_only_for(requirements, replaced)
     for requirement in requirements:
         key = normalize(requirement.name)
-        if key in result.renamed:
-            result.requirements.append(requirement.model_copy(update={"name": result.renamed[key]}))
-        elif key in result.rebuilt:
-            result.requirements.append(requirement.model_copy(update={"version": result.rebuilt[key]}))
+        if key in result.renamed or key in result.rebuilt:
+            change = {"name": result.renamed[key]} if key in result.renamed else {"version": result.rebuilt[key]}
+            if kernel != TARGET_MARKER and requirement.marker is None:
+                result.requirements.append(requirement.model_copy(update={"marker": kernel}))
+                change["marker"] = TARGET_MARKER
+            result.requirements.append(requirement.model_copy(update=change))
         elif key in dropped:
             result.dropped.append(f"{requirement.name}=={requirement.version}")
         else:
