@@ -416,8 +416,8 @@ XGBOOST_PINS = [req("numpy", "2.4.6", "numpy", "scipy", "xgboost"), req("nvidia-
 
 def test_a_cpu_capture_pins_xgboost_cpu_and_leaves_nccl_out():
     asked = []
-    pins = cpu_only_pins(XGBOOST_PINS, lambda name: asked.append(name) or ["3.2.0", "3.1.3"])
-    assert asked == ["xgboost-cpu"]
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name, index: asked.append((name, index)) or ["3.2.0", "3.1.3"])
+    assert asked == [("xgboost-cpu", None)]  # the user's own index settings
     assert [r.line for r in pins.requirements] == ["numpy==2.4.6", "scipy==1.17.0", "xgboost-cpu==3.2.0"]
     assert pins.dropped == ["nvidia-nccl-cu12==2.28.9"] and not pins.warnings
     assert pins.requirements[-1].because == ["xgboost"]
@@ -425,7 +425,7 @@ def test_a_cpu_capture_pins_xgboost_cpu_and_leaves_nccl_out():
 
 @pytest.mark.parametrize(("answer", "why"), [(["3.1.3"], "has no xgboost-cpu==3.2.0"), (None, "could not be asked")])
 def test_without_the_twin_on_the_index_the_pin_stays_with_a_warning(answer, why):
-    pins = cpu_only_pins(XGBOOST_PINS, lambda name: answer)
+    pins = cpu_only_pins(XGBOOST_PINS, lambda name, index: answer)
     assert [r.name for r in pins.requirements] == ["numpy", "nvidia-nccl-cu12", "scipy", "xgboost"]
     (warning,) = pins.warnings
     assert why in warning and "xgboost==3.2.0 is pinned although the model ran on the CPU" in warning
@@ -433,23 +433,39 @@ def test_without_the_twin_on_the_index_the_pin_stays_with_a_warning(answer, why)
 
 def test_cuda_libraries_another_library_needs_are_kept():
     pins = cpu_only_pins([*XGBOOST_PINS[:1], req("nvidia-nccl-cu12", "2.28.9", "torch", "xgboost"),
-                          *XGBOOST_PINS[2:]], lambda name: ["3.2.0"])
+                          *XGBOOST_PINS[2:]], lambda name, index: ["3.2.0"])
     assert "nvidia-nccl-cu12" in [r.name for r in pins.requirements] and not pins.dropped
 
 
-def test_the_service_accepts_the_cpu_twin_of_the_library_an_artifact_was_saved_with(monkeypatch):
-    installed = {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
-
+def installed_in_the_service(monkeypatch, installed: dict[str, str]) -> None:
+    """The service's loader sees these distributions (name -> version) and no others."""
     def version(name):
         if name not in installed:
             raise loaders.importlib.metadata.PackageNotFoundError(name)
         return installed[name]
 
     monkeypatch.setattr(loaders.importlib.metadata, "version", version)
+
+
+def test_the_service_accepts_the_cpu_twin_of_the_library_an_artifact_was_saved_with(monkeypatch):
+    installed = {"xgboost-cpu": "3.2.0", "numpy": "2.4.6"}
+    installed_in_the_service(monkeypatch, installed)
     loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0", "numpy": "2.4.6"}})
     installed["xgboost-cpu"] = "3.1.0"
     with pytest.raises(loaders.ArtifactError, match=r"xgboost 3.1.0 \(saved with 3.2.0\)"):
         loaders.check_versions({"file": "clf.json", "frameworks": {"xgboost": "3.2.0"}})
+
+
+def test_the_service_loads_a_torch_artifact_on_another_build_of_the_same_release(monkeypatch):
+    installed = {"torch": "2.14.1+cpu", "numpy": "2.4.6"}
+    installed_in_the_service(monkeypatch, installed)
+    for saved in ("2.14.1", "2.14.1+cu130", "2.14.1+cpu"):  # saved in a CUDA kernel, served by the +cpu pin
+        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": saved, "numpy": "2.4.6"}})
+    with pytest.raises(loaders.ArtifactError, match=r"torch 2.14.1\+cpu \(saved with 2.13.0\)"):
+        loaders.check_versions({"file": "net.pt", "frameworks": {"torch": "2.13.0"}})
+    installed["numpy"] = "2.4.6+local"  # other libraries still match exactly
+    with pytest.raises(loaders.ArtifactError, match=r"numpy 2.4.6\+local \(saved with 2.4.6\)"):
+        loaders.check_versions({"file": "net.pt", "frameworks": {"numpy": "2.4.6"}})
 
 
 def test_the_index_is_asked_through_pip_with_the_users_settings(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from ..runtime import runtime_module
 from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_name
 from .artifacts import choose_format, device_fallback
 from .batching import prove_rowwise
-from .cpu_builds import cpu_only_pins
+from .cpu_builds import image_pins
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
 from .environment import (distributions_for_modules, pip_index_settings, python_version, service_modules,
                           test_requirements)
@@ -103,11 +103,10 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
                                   type(run.result).__module__)
         # Resolved for the container's platform.
         pins = service_requirements(modules, python_version(), index_settings.result())
-        requirements = pins.requirements
         warnings += pins.warnings
-        if not any(a.device.startswith("cuda") for a in artifacts):
-            cpu = cpu_only_pins(requirements)  # CPU images carry no CUDA (xgboost-cpu where it exists)
-            requirements, warnings = cpu.requirements, warnings + cpu.warnings
+        # CPU images carry no CUDA: xgboost-cpu, torch +cpu where the index has them.
+        image = image_pins(pins.requirements, [a.device for a in artifacts])
+        requirements, warnings = image.requirements, warnings + image.warnings
         warnings += _artifact_warnings(artifacts)
         spec = ShipSpec(
             name=options.name,

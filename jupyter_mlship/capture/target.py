@@ -151,14 +151,14 @@ def _merge(target: list[tuple[str, str, list[str]]], kernel: Sequence[Requiremen
             merged[normalize(name)] = known.model_copy(update={"marker": None})
         else:  # only the container's platform needs it (or needs another version of it)
             merged[normalize(name)] = Requirement(name=name, version=version, because=via, marker=TARGET_MARKER)
-    kernel_marker = _kernel_marker(kernel_env)
+    marker = kernel_marker(kernel_env)
     for key, requirement in by_name.items():
         if key not in merged:
-            merged[key] = requirement.model_copy(update={"marker": kernel_marker})
+            merged[key] = requirement.model_copy(update={"marker": marker})
     return sorted(merged.values(), key=lambda r: normalize(r.name))
 
 
-def _kernel_marker(kernel_env: Mapping[str, str]) -> str:
+def kernel_marker(kernel_env: Mapping[str, str]) -> str:
     """A marker true on the kernel's platform and false in the container, where the two differ."""
     system, machine = kernel_env.get("sys_platform", ""), kernel_env.get("platform_machine", "")
     if system != "linux":

@@ -163,6 +163,61 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def _build(target: Path, files: list[Path], on_line: LineCallback) -> str:
     """Install into the empty folder ``target``: uv with the user's pip settings, else pip itself."""
+    with tempfile.TemporaryDirectory(prefix="mlship-requirements-") as scratch:
+        return _install(target, _without_unreachable_indexes(files, Path(scratch), on_line), on_line)
+
+
+# An index named in a requirements file (requirements.txt names PyTorch's for a +cpu/+cuNNN torch).
+_INDEX_LINE = re.compile(r"^\s*(?:--extra-index-url|--index-url|-i|--find-links|-f)[\s=]+(https?://\S+)")
+INDEX_PROBE_TIMEOUT = 10.0
+
+
+def _without_unreachable_indexes(files: list[Path], scratch: Path, on_line: LineCallback) -> list[Path]:
+    """The requirement files, less the index lines whose host cannot be reached from this machine.
+
+    uv stops at an index it cannot reach (and pip retries it for every package), while the user's own
+    settings may well hold the same builds (a mirror, find-links): verify installs with what is reachable,
+    and an install that needed the index fails naming the requirement."""
+    unreachable: dict[str, str] = {}
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = _INDEX_LINE.match(line)
+            if match and match.group(1) not in unreachable:
+                why = _unreachable(match.group(1))
+                if why:
+                    unreachable[match.group(1)] = why
+    if not unreachable:
+        return files
+    for url, why in unreachable.items():
+        on_line(f"{url} cannot be reached from here ({why}): installing without it, through your pip settings")
+    copies = []
+    for path in files:
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if not ((match := _INDEX_LINE.match(line)) and match.group(1) in unreachable)]
+        copy = scratch / path.name
+        copy.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        copies.append(copy)
+    return copies
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url``'s server gives no answer at all (name, connection, timeout); None when it answers anything."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=INDEX_PROBE_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except urllib.error.URLError as exc:
+        return None if isinstance(exc.reason, ssl.SSLError) else str(exc.reason)
+    except (OSError, ValueError) as exc:
+        return None if isinstance(exc, ssl.SSLError) else str(exc)
+    return None
+
+
+def _install(target: Path, files: list[Path], on_line: LineCallback) -> str:
     requirement_args = [arg for path in files for arg in ("-r", str(path))]
     attempts: list[tuple[str, list[str]]] = []
     forced = os.environ.get("MLSHIP_INSTALLER", "").strip().lower()  # "pip": skip uv (e.g. index auth only pip has)

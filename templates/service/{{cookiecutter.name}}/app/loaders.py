@@ -35,6 +35,9 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 MOVABLE_FORMATS = {"torch-state-dict", "torch-pickle"}  # the formats whose objects can change device
 # The same release without CUDA code: CPU images pin it instead (requirements.txt), same module, same version.
 CPU_TWINS = {"xgboost": "xgboost-cpu"}
+# Released as builds of one version (+cpu, +cu128...): a CPU image pins +cpu where the notebook ran a CUDA
+# build, and a state dict loads on any build, so only the release before the "+" must match.
+BUILDS_OF_ONE_RELEASE = {"torch", "torchvision", "torchaudio"}
 
 
 class ArtifactError(RuntimeError):
@@ -185,7 +188,11 @@ def check_versions(entry: dict[str, Any]) -> None:
     skew = []
     for dist, saved in entry.get("frameworks", {}).items():
         installed = _installed_version(dist)
-        if installed != saved:
+        if dist.lower() in BUILDS_OF_ONE_RELEASE:
+            same = installed.split("+")[0] == saved.split("+")[0]
+        else:
+            same = installed == saved
+        if not same:
             skew.append(f"{dist} {installed} (saved with {saved})")
     if skew:
         raise ArtifactError(
