@@ -4,8 +4,10 @@ Request threads put rows on a bounded in-memory queue (never I/O; a full queue d
 counts them). A background thread wakes every ``flush_s`` seconds and rewrites the replica's current
 file whole: under a temporary name, fsync, renamed into place (a folder), or put as one complete
 object (object storage, through fsspec). So a reader, a crash or ``kill -9`` never sees a half-written
-file, and at most the last flush interval is lost. A file is closed (the next flush starts a new one)
-after ``rotate_rows`` rows, ``rotate_bytes`` bytes, ``rotate_s`` seconds or at midnight UTC. Layout:
+file, and at most the last flush interval is lost. A file takes a flush's rows while it stays under
+``rotate_rows`` rows; otherwise they start a new one, so under load each row is encoded once rather
+than again at every rewrite. A file is also closed after ``rotate_bytes`` bytes, ``rotate_s`` seconds
+or at midnight UTC. Layout:
 ``ROOT/predictions/date=YYYY-MM-DD/<start>-<host>-<pid>-<seq>.parquet`` and the same under ``outcomes/``.
 
 Plain runtime code: the standard library at import, pyarrow and fsspec when started.
@@ -245,7 +247,8 @@ class InferenceLog:
     def _flush_stream(self, stream: _Stream) -> None:
         now = time.time()
         today = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%d")
-        if stream.path and (stream.rows >= self.rotate_rows or stream.nbytes >= self.rotate_bytes
+        arriving = sum(batch.num_rows for batch in stream.pending)
+        if stream.path and (stream.rows + arriving >= self.rotate_rows or stream.nbytes >= self.rotate_bytes
                             or now - stream.opened >= self.rotate_s or today != stream.date):
             stream.path, stream.batches, stream.rows, stream.nbytes = None, [], 0, 0  # the file stays as written
         if not stream.pending:
@@ -318,7 +321,8 @@ class InferenceLog:
             "model": pa.repeat(pa.scalar(name, pa.string()), n),
             "version": pa.repeat(pa.scalar(version, pa.string()), n),
             "latency_ms": pa.array(np.array([s * 1000 for _, _, s, _ in requests], dtype=float)[request]),
-            "guard": pa.array(_guard_column(checked.flags, n), pa.string()),
+            "guard": pa.array(_guard_column(checked.flags, n), pa.string()) if checked.flags
+            else pa.repeat(pa.scalar("", pa.string()), n),
             "instance_json": pa.array([_dumps(self._private(i)) for i in _json_values(checked.instances)],
                                       pa.string())
             if self.instance_json else pa.nulls(n, pa.string()),
@@ -332,8 +336,9 @@ class InferenceLog:
                 arrays[f"feature.{feature}"] = pa.array([None if v is None else self._hash(v) for v in source],
                                                         pa.string())
             elif kind == "numeric":
-                arrays[f"feature.{feature}"] = pa.array(np.asarray(source, dtype=float), pa.float64(),
-                                                        from_pandas=True)  # NaN (missing) -> null
+                values = np.asarray(source, dtype=float)
+                missing = np.isnan(values)  # NaN (missing) -> null
+                arrays[f"feature.{feature}"] = pa.array(values, pa.float64(), mask=missing if missing.any() else None)
             else:
                 key = self.category_key
                 arrays[f"feature.{feature}"] = pa.array(
