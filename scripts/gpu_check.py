@@ -9,7 +9,8 @@ the same steps run on the CPU and the report says "no GPU". Steps, all real:
 3. uvicorn serves the project; /version says where the model is, and on CUDA nvidia-smi must list the
    server's process;
 4. the served predictions on a hold-out must equal the notebook's, and the latency of requests of 1 and
-   200 rows is measured (median of N requests) with the server's resident memory.
+   200 rows is measured (median of N requests) with the server's resident memory;
+5. the project's own tests (its golden test among them) run with pytest, on the GPU where there is one.
 
 Usage (from the repository root, jupyter_mlship importable):
     python scripts/gpu_check.py [--workdir DIR] [--json REPORT.json] [--requests 50]
@@ -184,6 +185,18 @@ def serve_and_measure(project: Path, holdout: list, expected: list, requests: in
         log.close()
 
 
+def project_tests(project: Path) -> dict:
+    """The exported project's own tests (the golden test among them), run where the check runs: on the GPU
+    when there is one. Counts from pytest's summary line."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
+                          capture_output=True, text=True, timeout=600)
+    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    counts = {word: int(number) for number, word in
+              (part.split()[:2] for part in summary.split(" in ")[0].split(", ") if part[:1].isdigit())}
+    return {"tests_passed": counts.get("passed", 0), "tests_failed": counts.get("failed", 0) + counts.get("error", 0)
+            + counts.get("errors", 0), "tests_ok": done.returncode == 0, "tests_summary": summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where the project is written (default: a temp folder)")
@@ -199,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     project, holdout, expected, device, gpu = notebook(workdir)
     ship = json.loads((project / "ship.json").read_text())
     measured = serve_and_measure(project, holdout, expected, args.requests)
+    tests = project_tests(project)
     served_on = measured["devices"]["net"]["device"]
     report = {
         "gpu": gpu,
@@ -208,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "served_on": served_on,
         "served_on_gpu": served_on.startswith("cuda"),
         **{k: v for k, v in measured.items() if k != "devices"},
+        **tests,
         "torch": __import__("torch").__version__,
         "seconds": round(time.monotonic() - started, 1),
         "project": str(project),
@@ -219,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  predictions equal on {len(holdout)} hold-out rows: {'yes' if report['predictions_equal'] else 'NO'}")
     print(f"  latency (median of {args.requests}): 1 row {report['latency_ms']['1']} ms, "
           f"200 rows {report['latency_ms']['200']} ms; server RSS {report['server_rss_mib'] or 0:.0f} MiB")
+    print(f"  the project's tests (golden test among them): {tests['tests_summary']}")
     print(f"  torch {report['torch']}, {report['seconds']} s in all")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    ok = report["predictions_equal"] and report["served_on_gpu"] == (gpu and device.startswith("cuda"))
+    ok = (report["predictions_equal"] and report["tests_ok"]
+          and report["served_on_gpu"] == (gpu and device.startswith("cuda")))
     return 0 if ok else 1
 
 

@@ -249,12 +249,15 @@ def as_if_exported_on_a_gpu(project: Path, fallback: bool) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def test_a_gpu_model_on_a_machine_without_gpu_is_not_ready_and_says_why(shipped):
-    as_if_exported_on_a_gpu(shipped, fallback=False)
+def first_readyz(project: Path, env: dict | None = None) -> tuple[int, dict, str]:
+    """Start the service and return its first /readyz answer (status, body) and its output once stopped.
+
+    uvicorn answers only after the lifespan (the model load, the self-check) ran: the first answer is the
+    verdict."""
     port = free_port()
-    # uvicorn answers only after the lifespan (the model load) ran: the first answer is the verdict.
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)], cwd=shipped,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
     try:
         answer = None
         deadline = time.monotonic() + 60
@@ -264,14 +267,32 @@ def test_a_gpu_model_on_a_machine_without_gpu_is_not_ready_and_says_why(shipped)
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert answer is not None, "the service never answered /readyz"
-        assert answer.status_code == 503
-        body = answer.json()
-        assert body["reason"].startswith("device: the model ran on cuda:0 in the notebook, but no GPU is visible here")
-        assert "--allow-cpu-fallback" in body["reason"] and "MLSHIP_DEVICE=cpu" in body["reason"]
     finally:
         process.terminate()
         process.wait(10)
-    assert "not ready: the model ran on cuda:0" in process.stdout.read()
+    return answer.status_code, answer.json(), process.stdout.read()
+
+
+def test_a_gpu_model_on_a_machine_without_gpu_is_not_ready_and_says_why(shipped):
+    as_if_exported_on_a_gpu(shipped, fallback=False)
+    status, body, output = first_readyz(shipped)
+    assert status == 503
+    assert body["reason"].startswith("device: the model ran on cuda:0 in the notebook, but no GPU is visible here")
+    assert "--allow-cpu-fallback" in body["reason"] and "MLSHIP_DEVICE=cpu" in body["reason"]
+    assert "not ready: the model ran on cuda:0" in output
+
+
+def test_a_moved_model_whose_code_names_its_old_device_is_not_ready_and_says_so(shipped):
+    """Seen on an H100: MLSHIP_DEVICE=cpu moves the model, but the natural cell's DEVICE = "cuda" still
+    sends the inputs to the GPU; the self-check fails, and the reason says what to change."""
+    as_if_exported_on_a_gpu(shipped, fallback=False)
+    features = shipped / "app" / "features.py"
+    features.write_text(features.read_text().replace("DEVICE = 'cpu'", "DEVICE = 'cuda'"))
+    status, body, _output = first_readyz(shipped, {"MLSHIP_DEVICE": "cpu"})
+    assert status == 503 and body["devices"] == {"net": "cpu"}
+    assert body["reason"].startswith("self-check raised"), body["reason"]
+    assert "models were moved: net from cuda:0 to cpu (MLSHIP_DEVICE=cpu)" in body["reason"], body["reason"]
+    assert "next(net.parameters()).device" in body["reason"]
 
 
 def test_a_gpu_model_falls_back_to_the_cpu_when_the_export_allowed_it(shipped, serve):
@@ -398,6 +419,7 @@ def test_the_gpu_check_script_runs_on_the_cpu_and_says_so(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["gpu"] is False and report["served_on"] == "cpu" and report["predictions_equal"] is True
     assert report["latency_ms"]["1"] > 0 and report["latency_ms"]["200"] > 0
+    assert report["tests_ok"] is True and report["tests_passed"] > 0 and report["tests_failed"] == 0
     assert "no GPU" in done.stdout
 
 

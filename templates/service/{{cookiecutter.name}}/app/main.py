@@ -199,7 +199,7 @@ def load_service(ship: dict) -> None:
         predictions = predict_instances(decode_request(json.dumps({"instances": golden["instances"]}).encode()))
     except Exception as exc:
         log.exception("the self-check failed")
-        service.not_ready_reason = f"self-check raised {type(exc).__name__}: {exc}"
+        service.not_ready_reason = f"self-check raised {type(exc).__name__}: {exc}" + moved_models_hint()
         return
     mismatches = compare_predictions(golden["predictions"], predictions, golden["float_rel_tol"])
     if mismatches:
@@ -528,6 +528,18 @@ def validation_problems(errors: list[dict]) -> list[dict]:
 @app.exception_handler(RequestValidationError)
 async def invalid_parameters(request: Request, exc: RequestValidationError) -> Response:
     return answer_json(422, invalid_content(validation_problems(list(exc.errors()))))
+
+
+def moved_models_hint() -> str:
+    """Why a self-check may fail only here: a model placed elsewhere than it ran, while the notebook's
+    code still names the device it ran on (a DEVICE = "cuda" constant, say)."""
+    moved = {name: p for name, p in service.devices.items() if p["device"] != p["recorded"]}
+    if not moved:
+        return ""
+    where = ", ".join(f"{name} from {p['recorded']} to {p['device']} ({p['why']})" for name, p in moved.items())
+    return (f"; models were moved: {where}. If the notebook's code puts its inputs on the device the model "
+            "ran on, it cannot run elsewhere: take the device from the model instead "
+            "(device = next(net.parameters()).device) and export again")
 
 
 def predict_instances(instances: list) -> list:
