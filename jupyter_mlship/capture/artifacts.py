@@ -90,7 +90,7 @@ def save_artifact(
         data, suffix = skops_dumps(value), "skops"
         # We trust exactly the types we wrote ourselves; the service passes this list at load.
         loader["trusted_types"] = sorted(skops_io.get_untrusted_types(data=data))
-        estimators = estimator_types(data)
+        estimators = estimator_types(data, loader["trusted_types"])
         if estimators is not None:
             loader["estimator_types"] = estimators
     elif fmt == "xgboost-json":
@@ -186,27 +186,27 @@ def import_skops_io() -> Any:
     return skops.io
 
 
-def estimator_types(data: bytes) -> list[str] | None:
+def estimator_types(data: bytes, untrusted: list[str]) -> list[str] | None:
     """The scikit-learn estimators in a skops file that skops trusts by default, by type name.
 
     The service trusts these by name and so imports skops without its estimator walk, which imports every
     scikit-learn module to build that default list (app/loaders.py, ``_import_skops_io``). They are the
-    types that turn untrusted when skops' list of estimators is empty. None where this skops keeps that
-    list elsewhere: the service then imports skops as usual."""
+    types that turn untrusted when skops' list of estimators is empty (``untrusted``: the file's untrusted
+    types with that list as it is). None where this skops keeps that list elsewhere: the service then
+    imports skops as usual."""
     skops_io = import_skops_io()
     from skops.io import _trusted_types
 
     names = getattr(_trusted_types, "SKLEARN_ESTIMATOR_TYPE_NAMES", None)
     if not isinstance(names, list):
         return None
-    untrusted = set(skops_io.get_untrusted_types(data=data))
     kept = list(names)
     names.clear()  # the list object the audit reads; put back whatever happens
     try:
         without_defaults = set(skops_io.get_untrusted_types(data=data))
     finally:
         names[:] = kept
-    return sorted(without_defaults - untrusted)
+    return sorted(without_defaults - set(untrusted))
 
 
 def _via_file(write: Any, suffix: str) -> bytes:

@@ -176,7 +176,8 @@ class Batcher:
         return batch
 
     def run_batch(self, requests: list[list]) -> list[Any]:
-        """In a pool thread: one entry call for all requests; each request's predictions or its failure."""
+        """One entry call for all requests (on the loop or a pool thread, see ``run``); each request's
+        predictions or its failure."""
         instances = self.join(requests)
         started = time.perf_counter()
         try:

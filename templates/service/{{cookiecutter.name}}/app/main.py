@@ -582,11 +582,22 @@ async def predict_content(body: bytes, route: str, request_id: str) -> tuple[int
                    "type": "model_error"}
         return 422, invalid_content([problem], request_id)
     except Exception as exc:  # the server's own fault: keep the traceback in the log
-        log.exception("request %s: the server failed", request_id)
-        return 500, {"detail": f"the server failed: {type(exc).__name__}: {exc}", "request_id": request_id}
+        return 500, server_failure(exc, request_id)
     # monitoring: drift window, guard counts and the log row, all computed later off the request path
     MONITOR.record(request_id, instances, predictions, time.perf_counter() - started, checked)
     return 200, {"predictions": predictions, "model": service.model, "request_id": request_id}
+
+
+def server_failure(exc: Exception, request_id: str) -> dict:
+    """The 500 body for the server's own fault; the traceback goes to the log."""
+    log.exception("request %s: the server failed", request_id)
+    return {"detail": f"the server failed: {type(exc).__name__}: {exc}", "request_id": request_id}
+
+
+def no_such_model(name: str, request_id: str) -> dict:
+    """The 404 body for /v1/models/NAME:predict with another model's name."""
+    detail = f"name: no model {name!r} here; this service serves {service.name!r}"
+    return {"detail": detail, "request_id": request_id}
 
 
 def prediction_route(scope: dict) -> tuple[str, str | None] | None:
@@ -622,15 +633,12 @@ async def serve_prediction(scope: dict, receive: Callable, send: Callable, route
             if body is None:
                 return  # the client went away
             if name is not None and name != service.name:
-                status, content = 404, {"detail": f"name: no model {name!r} here; this service serves "
-                                                  f"{service.name!r}", "request_id": request_id}
+                status, content = 404, no_such_model(name, request_id)
             else:
                 try:
                     status, content = await predict_content(body, route, request_id)
                 except Exception as exc:  # what FastAPI's error middleware does for the other routes
-                    log.exception("request %s: the server failed", request_id)
-                    status, content = 500, {"detail": f"the server failed: {type(exc).__name__}: {exc}",
-                                            "request_id": request_id}
+                    status, content = 500, server_failure(exc, request_id)
     payload = dumps(content)
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if request_id is not None:
@@ -659,8 +667,7 @@ async def predict(request: Request) -> Response:
 async def predict_by_name(name: str, request: Request) -> Response:
     """The same as /predict, at the TensorFlow Serving / KServe v1 address."""
     if name != service.name:
-        detail = f"name: no model {name!r} here; this service serves {service.name!r}"
-        return answer_json(404, {"detail": detail, "request_id": current_request_id()})
+        return answer_json(404, no_such_model(name, current_request_id()))
     return await predict_route(request, "/v1/models/{name}:predict")
 
 

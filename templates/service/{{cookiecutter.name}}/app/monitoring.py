@@ -668,14 +668,9 @@ def guard_indices(profile: dict, values: Any) -> dict[str, Any]:
     return found
 
 
-def guard_feature(name: str, profile: dict, values: Any, describe: bool = True,
-                  originals: list | None = None) -> list[tuple[int, str, str]]:
-    """(instance index, problem, message) for values the training data never had, in instance order;
-    messages quote the request's own value from ``originals`` where given."""
-    found = guard_indices(profile, values)
-    if not describe:
-        return sorted((index, problem, "") for problem, indices in found.items() for index in indices)
-    return _described(found, profile, values, originals)
+def guard_feature(name: str, profile: dict, values: Any) -> list[tuple[int, str, str]]:
+    """(instance index, problem, message) for values the training data never had, in instance order."""
+    return _described(guard_indices(profile, values), profile, values, None)
 
 
 def _described(found: dict[str, Any], profile: dict, values: Any, originals: list | None) -> list[tuple[int, str, str]]:
