@@ -97,3 +97,32 @@ def test_mlship_monitor_reads_a_log_since_a_time_and_names_a_missing_log(tmp_pat
     result = mlship("monitor", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "no inference log here (no predictions/date=*/*.parquet files)" in result.stderr
+
+
+LOG_TO_A_FOLDER = """
+import sys
+from jupyter_mlship.runtime import runtime_module
+monitoring, inference_log = runtime_module("monitoring"), runtime_module("inference_log")
+log = inference_log.InferenceLog({root!r}, feature_columns={{"a": "numeric"}}, hashed=set(), excluded=set(),
+    category_key=monitoring.category_key, flush_s=3600, queue_rows=1000, rotate_rows=1000, rotate_bytes=2**30,
+    rotate_s=3600)
+instances = [{{"a": 1.0}}, {{"a": 2.0}}]
+schema = {{"kind": "dataframe", "columns": [{{"name": "a", "dtype": "float64", "json_type": "number"}}]}}
+log.put_predictions("r1", "demo", "1", monitoring.Checked(instances, monitoring.instance_features(instances, schema),
+                    {{}}, []), [0, 1], 0.001)
+print(log.flush(), log.flush(), "fsspec" in sys.modules, log.root)
+"""
+
+
+def test_a_folder_log_needs_no_fsspec_and_a_flush_says_how_many_rows_it_took(tmp_path):
+    """A folder (the default) is written without importing fsspec (30 ms of the service's start); a relative
+    folder is resolved once, as fsspec would. flush() returns the rows it took (the writer trims memory
+    after quiet flushes by it)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LOG_TO_A_FOLDER.format(root="logs")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["2", "0", "False", str(tmp_path / "logs")]
+    assert pq.read_table(tmp_path / "logs" / "predictions").num_rows == 2

@@ -91,3 +91,52 @@ def test_outcome_metrics_match_scikit_learn():
     assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores))
     regression = outcome_metrics([(1.0, 2.0), (3.0, 1.0)], "regression")
     assert regression == {"mae": 1.5, "rmse": pytest.approx(math.sqrt(2.5))}
+
+
+def test_the_float_window_keeps_the_newest_values_in_order_like_a_bounded_deque():
+    """The drift window of a numeric feature is a ring of floats; whatever the sizes taken in (smaller,
+    equal to or larger than the window, wrapping around), it holds what a deque(maxlen) would."""
+    from collections import deque
+
+    rng = np.random.default_rng(3)
+    for size in (1, 7, 100):
+        window, expected = monitoring.FloatWindow(size), deque(maxlen=size)
+        assert len(window) == 0 and window.snapshot().tolist() == []
+        for _ in range(40):
+            values = rng.normal(size=int(rng.integers(0, 2 * size + 3)))
+            values[rng.random(values.size) < 0.1] = np.nan  # missing values stay, as NaN
+            window.extend(values)
+            expected.extend(values.tolist())
+            assert len(window) == len(expected)
+            np.testing.assert_array_equal(window.snapshot(), np.array(list(expected), dtype=float))
+
+
+def test_numeric_features_checked_together_find_exactly_what_guard_indices_finds_one_by_one():
+    """clean_numeric_features only skips features where guard_indices would find nothing; the monitor's
+    flags and counts are the same as checking every feature on its own."""
+    rng = np.random.default_rng(4)
+    width = 6
+    schema = {"kind": "ndarray", "width": width, "json_type": "number"}
+    profiles = {f"x{i}": {"kind": "numeric", "min": -2.0, "max": 2.0, "null_rate": 0.0} for i in range(width)}
+    profiles["x1"]["null_rate"] = 0.2  # NaN is fine here
+    del profiles["x2"]["min"], profiles["x2"]["max"]  # no range known: only nulls count
+    for trial in range(30):
+        rows = rng.normal(size=(int(rng.integers(1, 60)), width))
+        if trial % 3:
+            rows[rng.random(rows.shape) < 0.02] = np.nan
+            rows[rng.random(rows.shape) < 0.02] *= 10
+        features = monitoring.instance_features(rows.tolist(), schema)
+        clean = monitoring.clean_numeric_features(features, profiles)
+        for name, values in features.items():
+            found = monitoring.guard_indices(profiles[name], values)
+            assert (name in clean) == (not found), (name, found)
+        monitor = monitoring.Monitor()
+        monitor.input_schema, monitor.reference = schema, {"features": profiles}
+        checked = monitor._inspect(rows.tolist(), describe=True)
+        expected_flags: dict = {}
+        for name, values in features.items():
+            for problem, indices in monitoring.guard_indices(profiles[name], values).items():
+                for index in indices:
+                    expected_flags.setdefault(index, []).append(f"{name}:{problem}")
+        assert checked.flags == expected_flags
+        assert len(checked.violations) == sum(len(labels) for labels in expected_flags.values())

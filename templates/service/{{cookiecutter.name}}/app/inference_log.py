@@ -10,7 +10,8 @@ than again at every rewrite. A file is also closed after ``rotate_bytes`` bytes,
 or at midnight UTC. Layout:
 ``ROOT/predictions/date=YYYY-MM-DD/<start>-<host>-<pid>-<seq>.parquet`` and the same under ``outcomes/``.
 
-Plain runtime code: the standard library at import, pyarrow and fsspec when started.
+Plain runtime code: the standard library at import, pyarrow when it first writes, fsspec when
+started with a URL.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def _pyarrow() -> Any:
         if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
             pa.set_memory_pool(pa.system_memory_pool())
     return pa
+
+
+TRIM_EVERY_S = 5.0  # under load, give memory back at most this often (see InferenceLog._run)
 
 
 def _memory_returner() -> Callable[[], Any]:
@@ -124,12 +128,15 @@ class InferenceLog:
                  category_key: Callable[[Any], str], flush_s: float,
                  queue_rows: int, rotate_rows: int, rotate_bytes: int, rotate_s: float,
                  storage_options: dict | None = None, instance_json: bool = True) -> None:
-        import fsspec
-        from fsspec.implementations.local import LocalFileSystem
-
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.local = isinstance(self.fs, LocalFileSystem)
+        if "://" in url or "::" in url or url.startswith("file:"):  # a URL (s3://, file://, chained): fsspec
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+
+            self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            self.local = isinstance(self.fs, LocalFileSystem)
+        else:  # a folder (the default): no fsspec, 30 ms less at start-up
+            self.fs, self.root, self.local = None, os.path.abspath(os.path.expanduser(url)), True
         self.feature_columns, self.hashed, self.excluded = feature_columns, hashed, excluded
         self.category_key = category_key  # app.monitoring's, so logged categories match the reference's keys
         self.instance_json = instance_json  # False when the feature columns already hold each instance
@@ -210,13 +217,19 @@ class InferenceLog:
         self.thread.join(timeout=60)
 
     def _run(self) -> None:
+        trimmed = time.monotonic()
         while True:
             self.wake.wait(self.flush_s)
             self.wake.clear()  # set again by stop() or by a half-full queue
             stopping = self.stopping
             try:
-                self.flush()
-                self.return_memory(0)
+                rows = self.flush()
+                # Give freed memory back after a quiet flush, and under load at most every TRIM_EVERY_S:
+                # trimmed pages fault in again at the next requests (measured at 100-row load: 3-7% fewer
+                # requests/s when trimming after every flush, several a second).
+                if rows < self.early_rows // 4 or time.monotonic() - trimmed >= TRIM_EVERY_S:
+                    self.return_memory(0)
+                    trimmed = time.monotonic()
             except Exception as exc:  # keep the rows, try again at the next flush
                 with self.lock:
                     self.write_errors += 1
@@ -225,13 +238,15 @@ class InferenceLog:
             if stopping:
                 return
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write what is queued; the number of rows it took from the queue."""
         with self.flush_lock:  # the writer thread, or a caller (stop, a test): one at a time
-            self._flush()
+            return self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
         with self.lock:
-            items, self.queued, self.queued_rows = self.queued, [], 0
+            items, self.queued, rows = self.queued, [], self.queued_rows
+            self.queued_rows = 0
         for table, batch, _ in items:
             self.streams[table].pending.append(batch)
         for stream in self.streams.values():  # storage failing for long: keep memory bounded, count the loss
@@ -243,6 +258,7 @@ class InferenceLog:
                     self.dropped[stream.table] += oldest.num_rows
         for stream in self.streams.values():
             self._flush_stream(stream)
+        return rows
 
     def _flush_stream(self, stream: _Stream) -> None:
         now = time.time()

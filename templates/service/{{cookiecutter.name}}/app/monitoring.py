@@ -138,7 +138,8 @@ def instance_features(instances: list, input_schema: dict) -> dict[str, Any]:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row has no mean: NaN
                 return {"l2_norm": np.sqrt(np.nansum(rows * rows, axis=1)), "mean": np.nanmean(rows, axis=1)}
-        return {f"x{i}": rows[:, i] for i in range(width)}
+        # column-major: each feature one contiguous array, for the guard, the window and the log
+        return {f"x{i}": column for i, column in enumerate(np.asfortranarray(rows).T)}
     if kind == "strings":
         return {"length": _floats([None if s is None else len(s) for s in instances])}
     return {"value": _floats(instances) if kinds["value"] == "numeric" else list(instances)}
@@ -146,6 +147,8 @@ def instance_features(instances: list, input_schema: dict) -> dict[str, Any]:
 
 def _floats(values: list) -> np.ndarray:
     """Numbers (None or non-numbers: NaN) as a float array, in one numpy call where possible."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # app.convert.float_rows' matrix
+        return values
     try:
         return np.array(values, dtype=float)
     except (TypeError, ValueError):
@@ -326,6 +329,42 @@ def drift(profile: dict, values: list) -> dict:
 
 # --- online state: the window, the guard -----------------------------------------------------------------
 
+
+class FloatWindow:
+    """The newest ``size`` values of a numeric feature: a ring of floats (NaN for missing), so taking in a
+    drain's values is one copy, not a Python float per value."""
+
+    def __init__(self, size: int) -> None:
+        self.values = np.empty(max(1, size))
+        self.end = 0  # where the next value goes
+        self.filled = 0
+
+    def __len__(self) -> int:
+        return self.filled
+
+    def extend(self, values: Any) -> None:
+        values = np.asarray(values, dtype=float)[-len(self.values):]
+        size, n = len(self.values), len(values)
+        first = min(n, size - self.end)
+        self.values[self.end:self.end + first] = values[:first]
+        self.values[:n - first] = values[first:]
+        self.end = (self.end + n) % size
+        self.filled = min(size, self.filled + n)
+
+    def snapshot(self) -> np.ndarray:
+        """The values, oldest first (a copy)."""
+        if self.filled < len(self.values):
+            return self.values[:self.filled].copy()
+        return np.concatenate([self.values[self.end:], self.values[:self.end]])
+
+
+def window_for(kind: str, size: int) -> Any:
+    return FloatWindow(size) if kind == "numeric" else deque(maxlen=size)
+
+
+def snapshot(window: Any) -> Any:
+    return window.snapshot() if isinstance(window, FloatWindow) else list(window)
+
 DRAIN_S = 0.25  # how often answered requests are taken into the window, the guard counts and the log
 DRAIN_ROWS = 4096  # ... or as soon as this many instances wait (keeps the raw instances' memory small)
 
@@ -377,7 +416,7 @@ class Monitor:
         self.exclude: set[str] = set()
         self.hash: set[str] = set()
         self.lock = threading.Lock()  # the window and the counts
-        self.windows: dict[str, deque] = {}
+        self.windows: dict[str, Any] = {}  # FloatWindow for numeric features, else a deque
         self.prediction_window: deque = deque(maxlen=1)
         self.guard_counts: dict[tuple[str, str], int] = {}
         self.requests_flagged = 0
@@ -415,7 +454,7 @@ class Monitor:
         self.exclude = set(options.get("log_exclude") or [])
         self.hash = set(options.get("log_hash") or [])
         kinds = watched_features(self.input_schema)
-        self.windows = {name: deque(maxlen=self.window_size) for name in kinds}
+        self.windows = {name: window_for(kind, self.window_size) for name, kind in kinds.items()}
         self.prediction_window = deque(maxlen=self.window_size)
         target = env.get("MLSHIP_LOG_DIR") or os.path.join(project_dir, "logs")
         if target.lower() != "off":
@@ -430,7 +469,7 @@ class Monitor:
         self.enabled = True
 
     def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
-        from app.inference_log import InferenceLog  # the service only: pyarrow and fsspec load here
+        from app.inference_log import InferenceLog  # the service only: pyarrow (and fsspec for a URL) load there
 
         self.log = InferenceLog(
             target,
@@ -519,7 +558,9 @@ class Monitor:
             with self.lock:
                 for name, values in checked.features.items():
                     values = values[latest:]
-                    self.windows[name].extend(values.tolist() if isinstance(values, np.ndarray) else values)
+                    window = self.windows[name]
+                    window.extend(values.tolist() if isinstance(values, np.ndarray) and not isinstance(
+                        window, FloatWindow) else values)
                 self.prediction_window.extend(prediction_values(predictions[latest:], self.output_schema)[1])
             if self.log is not None:
                 self.log.put_requests([(a.request_id, a.ts, a.seconds, len(a.instances)) for a in requests],
@@ -531,9 +572,10 @@ class Monitor:
         checked = Checked(instances, features, {}, [])
         profiles = self.reference.get("features") or {}
         tabular = self.input_schema["kind"] in ("dataframe", "records")
+        clean = clean_numeric_features(features, profiles)
         for name, values in features.items():
             profile = profiles.get(name)
-            if not profile:
+            if not profile or name in clean:
                 continue
             found = guard_indices(profile, values)
             for problem, indices in found.items():
@@ -566,7 +608,7 @@ class Monitor:
     def report(self) -> dict:
         self.drain()  # what was answered until now counts
         with self.lock:
-            windows = {name: list(values) for name, values in self.windows.items()}
+            windows = {name: snapshot(values) for name, values in self.windows.items()}
             predictions = list(self.prediction_window)
             counts = dict(self.guard_counts)
             flagged, rejected = self.requests_flagged, self.requests_rejected
@@ -642,6 +684,24 @@ class Monitor:
             queued = GaugeMetricFamily("mlship_log_queue_rows", "Rows waiting to be written.")
             queued.add_metric([], status["queued_rows"])
             yield queued
+
+
+def clean_numeric_features(features: dict[str, Any], profiles: dict) -> set[str]:
+    """The numeric features with nothing for the guard to find (no unexpected NaN, nothing outside the
+    training range), found for all features of equal length at once: a few array operations instead of
+    guard_indices' several per feature. guard_indices then looks only at the others."""
+    names = [name for name, values in features.items() if isinstance(values, np.ndarray)
+             and values.dtype == np.float64 and (profiles.get(name) or {}).get("kind") == "numeric"]
+    if len(names) < 2 or len({len(features[name]) for name in names}) != 1:
+        return set()
+    block = np.stack([features[name] for name in names])  # one row per feature
+    low = np.array([profiles[name].get("min", -np.inf) for name in names])[:, None]
+    high = np.array([profiles[name].get("max", np.inf) for name in names])[:, None]
+    null_ok = np.array([profiles[name].get("null_rate", 0.0) > 0 for name in names])
+    with np.errstate(invalid="ignore"):
+        outside = ((block < low) | (block > high)).any(axis=1)
+    nulls = np.isnan(block).any(axis=1) & ~null_ok
+    return {name for name, found in zip(names, outside | nulls) if not found}
 
 
 def guard_indices(profile: dict, values: Any) -> dict[str, Any]:

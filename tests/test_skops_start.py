@@ -1,0 +1,77 @@
+"""The service imports skops without its slowest start-up step, and finds the same type names.
+
+On import skops names every ufunc of scipy.special by searching sys.modules for the module holding it
+(a getattr per module, per ufunc: 0.16 s of a service's start). app.loaders gives skops a search with
+the same answers, faster. These tests compare its answers with skops' own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.special
+
+from jupyter_mlship.runtime import runtime_module, template_dir
+
+skops_utils = pytest.importorskip("skops.io._utils")
+loaders = runtime_module("loaders")
+
+
+def skops_whichmodule():
+    """skops' own search, even where this process already replaced it."""
+    found = skops_utils.whichmodule
+    return found.args[0] if hasattr(found, "args") else found
+
+
+def test_the_faster_search_names_every_ufunc_as_skops_does():
+    original = skops_whichmodule()
+    ufuncs = [getattr(scipy.special, name) for name in dir(scipy.special)]
+    ufuncs = [u for u in ufuncs if isinstance(u, np.ufunc)] + [np.add, np.log1p]
+    assert len(ufuncs) > 100
+    for ufunc in ufuncs:
+        assert loaders.whichmodule(original, ufunc, ufunc.__name__) == original(ufunc, ufunc.__name__), ufunc
+
+
+def test_a_module_that_makes_attributes_up_is_asked_like_skops_asks_it(monkeypatch):
+    """A lazy or deprecated module (its own __getattr__) comes first in sys.modules: both name it."""
+    original = skops_whichmodule()
+    target = scipy.special.expit
+    lazy = types.ModuleType("aaa_lazy_shim")
+    lazy.__getattr__ = lambda name: target if name == "expit" else (_ for _ in ()).throw(AttributeError(name))
+    modules = {"aaa_lazy_shim": lazy, **sys.modules}
+    monkeypatch.setattr(sys, "modules", modules)
+    assert original(target, "expit") == "aaa_lazy_shim"
+    assert loaders.whichmodule(original, target, "expit") == "aaa_lazy_shim"
+    lost = object()  # held by no module: both say __main__
+    assert loaders.whichmodule(original, lost, "nowhere_to_be_found") == original(lost, "nowhere_to_be_found")
+
+
+IMPORT_AND_COMPARE = """
+import sys, functools
+sys.path.insert(0, "app")
+import loaders
+skops_io = loaders._import_skops_io(by_name=True)
+from skops.io import _trusted_types, _utils
+replaced = _utils.whichmodule
+assert isinstance(replaced, functools.partial) and replaced.func is loaders.whichmodule, replaced
+assert loaders._SkopsUtilsFinder not in map(type, sys.meta_path)  # the finder is gone after the import
+names = list(_trusted_types.SCIPY_UFUNC_TYPE_NAMES)
+_utils.whichmodule = replaced.args[0]  # skops' own search, for the same list
+import scipy.special, numpy as np
+assert names == _utils.get_public_type_names(module=scipy.special, oftype=np.ufunc), "lists differ"
+print(len(names))
+"""
+
+
+def test_the_service_imports_skops_with_the_faster_search_and_gets_skops_own_trust_list():
+    """In a fresh interpreter, as the service starts: skops.io._utils gets the search, skops' default
+    trust list of scipy ufuncs is the one its own search gives, and the import hook is removed."""
+    project = template_dir() / "{{cookiecutter.name}}"
+    result = subprocess.run([sys.executable, "-c", IMPORT_AND_COMPARE], cwd=project, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) > 100
