@@ -50,6 +50,8 @@ def test_numbers_only_bodies_become_the_matrix_validation_would_give(body):
     b'{"instances": [[1, 2, 3]], "extra": 1}',
     b'{"other": [[1, 2, 3]]}',
     b'{"instances": [[1, 2, 3], [4, 5]]}',  # ragged
+    b'{"instances": [[1, 2, 3, 4], [5, 6]]}',  # ragged, with as many values as two rows of 3
+    b'{"instances": [[1, 2, 3], [[4], 5, 6]]}',  # a list where a number should be
     b'{"instances": [[1, 2]]}',  # another width
     b'{"instances": []}',
     b'{"instances": [1, 2, 3]}',

@@ -13,6 +13,7 @@ only when the input kind needs them, because a service for a pure-Python model m
 from __future__ import annotations
 
 import datetime as _datetime
+import itertools
 import math
 import sys
 from typing import Any, Callable
@@ -61,10 +62,15 @@ def float_rows(body: bytes, width: int) -> Any | None:
         import numpy as np
         import orjson
 
-        rows = np.array(orjson.loads(array), dtype=np.float64)
+        rows = orjson.loads(array)
+        if not rows or set(map(len, rows)) != {width}:  # not a list of rows, or rows of another width
+            return None
+        # One pass over the values (np.array would first walk the lists to find their shape): a value that
+        # is not a number, such as a nested list, stops it with a TypeError.
+        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
     except (ImportError, ValueError, TypeError, OverflowError):  # orjson.JSONDecodeError is a ValueError
         return None
-    return rows if rows.ndim == 2 and rows.shape[0] and rows.shape[1] == width else None
+    return values.reshape(len(rows), width)
 
 
 def join_instances(parts: list) -> Any:

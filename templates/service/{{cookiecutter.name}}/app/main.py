@@ -43,6 +43,7 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", 
     os.environ.setdefault(_variable, str(THREADS))
 
 import functools  # noqa: E402
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -260,6 +261,12 @@ def read_ship(path: Path) -> dict:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     # Whatever goes wrong here, the process stays up: /healthz 200, /readyz 503 with the reason.
+    # Loading the model imports its libraries: some 200,000 objects that live as long as the process. No
+    # cyclic collection while they are made (70-90 ms of the start, measured), and afterwards they are
+    # frozen (gc.freeze), so later collections never walk them again. Not collected first: that costs
+    # 0.1 s and finds about 2,500 objects (measured: the same RSS), which stay.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         ship = read_ship(SHIP_FILE)
         app.title, app.version = ship["name"], ship["version"]  # shown in /docs and /openapi.json
@@ -270,6 +277,10 @@ async def lifespan(app: FastAPI):
         log.exception("start-up failed")
         service.not_ready_reason = f"start-up failed: {exc}" if isinstance(exc, ValueError) else (
             f"start-up failed: {type(exc).__name__}: {exc}")
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
     yield
     MONITOR.stop()  # monitoring: SIGTERM lands here; everything queued is written before exit
     if service.batcher is not None:

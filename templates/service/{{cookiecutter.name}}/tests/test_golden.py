@@ -15,6 +15,15 @@ def test_ready(client):
     assert response.status_code == 200, response.text
 
 
+def test_start_up_froze_its_objects_and_turned_the_collector_back_on(client):
+    """The lifespan loads the model with the cyclic collector off, then freezes what it made (later
+    collections skip it) and turns the collector back on: off for good, cycles would never be freed."""
+    import gc
+
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 10_000
+
+
 @pytest.mark.parametrize("route", ["/predict", "/v1/models/{name}:predict"])
 def test_golden_predictions(client, ship, route):
     golden = ship["golden"]
