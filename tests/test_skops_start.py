@@ -50,6 +50,19 @@ def test_a_module_that_makes_attributes_up_is_asked_like_skops_asks_it(monkeypat
     assert loaders.whichmodule(original, lost, "nowhere_to_be_found") == original(lost, "nowhere_to_be_found")
 
 
+def test_a_module_imported_after_a_search_is_searched_too(monkeypatch):
+    """The search keeps its list of modules between calls (skops asks some 800 times), and takes it again
+    when a module was imported since."""
+    original = skops_whichmodule()
+    found_later = object()
+    assert loaders.whichmodule(original, found_later, "found_later") == "__main__"
+    late = types.ModuleType("zzz_imported_later")
+    late.found_later = found_later
+    monkeypatch.setitem(sys.modules, "zzz_imported_later", late)
+    assert loaders.whichmodule(original, found_later, "found_later") == "zzz_imported_later"
+    assert original(found_later, "found_later") == "zzz_imported_later"
+
+
 IMPORT_AND_COMPARE = """
 import sys, functools
 sys.path.insert(0, "app")

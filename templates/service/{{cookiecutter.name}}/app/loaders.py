@@ -296,11 +296,8 @@ def whichmodule(original: Callable[[Any, str], str], obj: Any, name: str) -> str
         return original(obj, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # as skops: numpy.core's deprecation shims
-        for module_name, module in sys.modules.copy().items():
-            if module_name in ("__main__", "__mp_main__") or module is None:
-                continue
-            namespace = module.__dict__ if type(module) is types.ModuleType else None
-            if namespace is not None and "__getattr__" not in namespace:
+        for module_name, module, namespace in _modules_in_order():
+            if namespace is not None:
                 found = namespace.get(name)
             else:  # a module that makes attributes up (lazy, deprecated): ask it as skops does
                 try:
@@ -310,6 +307,25 @@ def whichmodule(original: Callable[[Any, str], str], obj: Any, name: str) -> str
             if found is obj:
                 return module_name
     return "__main__"
+
+
+_MODULES_SEEN: list = [None, []]  # [what sys.modules held (its size, its newest name), its entries]
+
+
+def _modules_in_order() -> list[tuple[str, Any, dict | None]]:
+    """(name, module, its namespace, or None for a module that makes attributes up) for every module in
+    sys.modules, in order; taken again only when a module was imported since (skops asks 800 times)."""
+    key = (len(sys.modules), next(reversed(sys.modules), None))
+    if _MODULES_SEEN[0] != key:
+        entries = []
+        for module_name, module in sys.modules.copy().items():
+            if module_name in ("__main__", "__mp_main__") or module is None:
+                continue
+            namespace = module.__dict__ if type(module) is types.ModuleType else None
+            entries.append((module_name, module, None if namespace is None or "__getattr__" in namespace
+                            else namespace))
+        _MODULES_SEEN[:] = [key, entries]
+    return _MODULES_SEEN[1]
 
 
 def _import_qualified(qualified: str) -> Any:
