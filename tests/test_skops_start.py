@@ -67,7 +67,7 @@ IMPORT_AND_COMPARE = """
 import sys, functools
 sys.path.insert(0, "app")
 import loaders
-skops_io = loaders._import_skops_io(by_name=True)
+skops_io = loaders._import_skops_io(by_name=sys.argv[1] == "by-name")
 from skops.io import _trusted_types, _utils
 replaced = _utils.whichmodule
 assert isinstance(replaced, functools.partial) and replaced.func is loaders.whichmodule, replaced
@@ -80,11 +80,13 @@ print(len(names))
 """
 
 
-def test_the_service_imports_skops_with_the_faster_search_and_gets_skops_own_trust_list():
-    """In a fresh interpreter, as the service starts: skops.io._utils gets the search, skops' default
-    trust list of scipy ufuncs is the one its own search gives, and the import hook is removed."""
+@pytest.mark.parametrize("trust", ["by-name", "skops-default"])
+def test_the_service_imports_skops_with_the_faster_search_and_gets_skops_own_trust_list(trust):
+    """In a fresh interpreter, as the service starts (with a manifest that names its estimators, or an
+    older one that does not): skops.io._utils gets the search, skops' default trust list of scipy ufuncs
+    is the one its own search gives, and the import hook is removed."""
     project = template_dir() / "{{cookiecutter.name}}"
-    result = subprocess.run([sys.executable, "-c", IMPORT_AND_COMPARE], cwd=project, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", IMPORT_AND_COMPARE, trust], cwd=project,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) > 100

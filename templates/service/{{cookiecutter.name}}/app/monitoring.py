@@ -558,9 +558,7 @@ class Monitor:
             with self.lock:
                 for name, values in checked.features.items():
                     values = values[latest:]
-                    window = self.windows[name]
-                    window.extend(values.tolist() if isinstance(values, np.ndarray) and not isinstance(
-                        window, FloatWindow) else values)
+                    self.windows[name].extend(values)  # numeric: arrays into a FloatWindow; else lists
                 self.prediction_window.extend(prediction_values(predictions[latest:], self.output_schema)[1])
             if self.log is not None:
                 self.log.put_requests([(a.request_id, a.ts, a.seconds, len(a.instances)) for a in requests],
