@@ -34,13 +34,20 @@ log = logging.getLogger("app.inference_log")
 try:  # a fast JSON encoder where pinned (the service pins orjson); the standard library otherwise
     import orjson
 
-    def _dumps(value: Any) -> str:
+    def json_bytes(value: Any) -> bytes:
+        """``value`` as JSON (the service's answers use it too)."""
         try:
-            return orjson.dumps(value).decode()
-        except TypeError:  # e.g. an integer beyond 64 bits
-            return json.dumps(value)
+            return orjson.dumps(value)
+        except TypeError:  # e.g. an integer beyond 64 bits: json handles it
+            return json.dumps(value).encode()
 except ImportError:  # pragma: no cover
-    _dumps = json.dumps
+
+    def json_bytes(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+
+def _dumps(value: Any) -> str:
+    return json_bytes(value).decode()
 
 
 _POOL_SET = False

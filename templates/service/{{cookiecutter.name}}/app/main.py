@@ -78,18 +78,7 @@ from app.batching import Batcher, ModelRejection  # noqa: E402
 from app.convert import compare_predictions, join_instances, outputs_to_json, sample_converter  # noqa: E402
 from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: E402
 
-try:  # a fast encoder where pinned; the standard library otherwise
-    import orjson
-
-    def dumps(content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except TypeError:  # e.g. an integer beyond 64 bits: json handles it
-            return json.dumps(content).encode()
-except ImportError:  # pragma: no cover
-
-    def dumps(content: Any) -> bytes:
-        return json.dumps(content).encode()
+from app.inference_log import json_bytes as dumps  # noqa: E402  orjson where pinned, else json
 from app import monitoring_routes  # noqa: E402  data monitoring: log, drift, guard, /feedback, /monitoring
 from app.monitoring import MONITOR, RequestIdMiddleware, new_request_id  # noqa: E402
 from app.monitoring import REQUEST_ID_PROBLEM, valid_request_id  # noqa: E402
