@@ -10,7 +10,8 @@ What it does, in order:
    whose install fails or takes longer than --install-timeout is skipped with the reason printed;
 3. starts each server pinned to one core (taskset) with one worker, `wrk` pinned to another core;
 4. checks that every system returns the in-process predictions before anything is timed;
-5. runs the measurements in interleaved rounds and prints one table of absolute figures and ratios to
+5. runs the measurements in interleaved rounds (the in-process references, such as raw `predict`, are
+   measured again before each round) and prints one table of absolute figures and ratios to
    the hand-written service, the targets of issue 11 as ratio lines, and a PNG plot of throughput
    against concurrency (1, 4, 16, 64). Not part of the test suite.
 """
@@ -358,8 +359,14 @@ def in_process(func, seconds: float = 2.0, gap: float = 0.0, cpu: int | None = N
     return 1 / median, median * 1000
 
 
+def median_reference(measured: list[tuple[float, float]]) -> tuple[float, float]:
+    """(calls per second, ms per call) from the median ms of the rounds' measurements."""
+    ms = statistics.median(m[1] for m in measured)
+    return 1000 / ms, ms
+
+
 def idle_predict(predict, floor: "System | None", cpu: int) -> dict | None:
-    """The 1-row predict on the server core in a tight loop and with the core idle between calls for as
+    """The 1-row predict on ``cpu`` in a tight loop and with the core idle between calls for as
     long as the floor's c1 round trip (what a server's core does at c1): the c1 target's reference is
     the tight loop, which no server sees."""
     p50 = figure(floor, 1, 1, "p50") if floor else None
@@ -409,11 +416,21 @@ def main() -> None:
     }
     scripts = {key: wrk_script(work, f"{key[0]}-{key[1]}", body) for key, body in bodies.items()}
 
-    raw1 = in_process(lambda: clf.predict(rows[:1]))
-    raw100 = in_process(lambda: clf.predict(rows))
-    entry100 = in_process(lambda: pipe.predict_proba(add_features(frames.copy()))[:, 1])
-    print(f"[bench] raw predict: 1 row {raw1[0]:.0f} calls/s ({raw1[1]:.3f} ms), 100 rows {raw100[0]:.0f} calls/s; "
-          f"DataFrame entry on 100 rows {entry100[1]:.2f} ms", flush=True)
+    # The in-process references, measured again before every round (the shared host's speed drifts over a
+    # run, and a ratio should compare figures taken under the same conditions): on the client's core,
+    # which is idle between wrk runs (the server core holds the idle peers).
+    calls = {"raw1": lambda: clf.predict(rows[:1]), "raw100": lambda: clf.predict(rows),
+             "entry100": lambda: pipe.predict_proba(add_features(frames.copy()))[:, 1]}
+    reference: dict[str, list] = {name: [] for name in calls}
+
+    def measure_references() -> None:
+        for name, call in calls.items():
+            reference[name].append(in_process(call, seconds=1.5, cpu=args.client_cpu))
+        print(f"[bench] raw predict: 1 row {reference['raw1'][-1][1]:.3f} ms, 100 rows "
+              f"{reference['raw100'][-1][1]:.3f} ms; DataFrame entry on 100 rows {reference['entry100'][-1][1]:.2f} ms",
+              flush=True)
+
+    measure_references()
 
     projects = export_projects(work)
     systems, skipped = build_systems(work, projects, args)
@@ -453,6 +470,8 @@ def main() -> None:
         systems = [s for s in systems if s.process is not None]
         points = [(1, c) for c in CONCURRENCY] + [(100, 16), (100, 1)]
         for round_ in range(args.rounds):
+            if round_:
+                measure_references()
             for system in systems if round_ % 2 == 0 else reversed(systems):  # interleaved, order alternating
                 for rows_n, c in points:
                     result = wrk(system.url, scripts[(system.body_kind, rows_n)], c, args.duration, args.client_cpu)
@@ -463,8 +482,9 @@ def main() -> None:
         for system in systems:
             stop(system)
 
+    raw1, raw100, entry100 = (median_reference(reference[name]) for name in calls)
     idle1 = idle_predict(lambda: clf.predict(rows[:1]),
-                         next((s for s in systems if s.name == FLOOR), None), args.server_cpu)
+                         next((s for s in systems if s.name == FLOOR), None), args.client_cpu)
     ship_seconds = time_ship(work) if args.ship_timing else None
     report = render(systems, skipped, raw1, raw100, entry100, ship_seconds, args, idle1)
     print(report)
@@ -504,10 +524,10 @@ def render(systems: list[System], skipped: list[str], raw1, raw100, entry100, sh
         f"Machine: {machine()}; server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}; "
         f"{args.rounds} interleaved rounds of {args.duration:g} s per point (ranges are min-max over rounds); cold start is the median of {COLD_STARTS} starts.",
         "",
-        f"Raw `clf.predict` in process: 1 row {raw1[0]:,.0f} calls/s ({raw1[1]:.3f} ms); "
+        f"Raw `clf.predict` in process (on the client's core before each round, median): 1 row {raw1[0]:,.0f} calls/s ({raw1[1]:.3f} ms); "
         f"100 rows {raw100[0]:,.0f} calls/s ({raw100[0] * 100:,.0f} rows/s). "
         f"DataFrame pipeline entry call on 100 rows: {entry100[1]:.2f} ms."
-        + (f" On the server core, 1 row: {idle1['tight_ms']:.3f} ms in a tight loop, {idle1['idle_ms']:.3f} ms "
+        + (f" After the rounds, 1 row: {idle1['tight_ms']:.3f} ms in a tight loop, {idle1['idle_ms']:.3f} ms "
            f"with the core idle {idle1['gap_ms']:.2f} ms between calls (the floor's c1 p50), as at c1."
            if idle1 else ""),
         "",
