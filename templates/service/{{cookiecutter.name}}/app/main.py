@@ -49,6 +49,32 @@ THREADS = _threads_per_worker()
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_variable, str(THREADS))
 
+
+def _keep_freed_memory() -> dict[str, int]:
+    """glibc's allocator, told to keep what a request frees for the next one (glibc only; the operator's
+    GLIBC_TUNABLES or MALLOC_*_ variables win). By default glibc maps every block over 128 KB afresh
+    (a batch's matrix, the model's arrays for a 1,000-row call) and hands the top of its heap back as
+    soon as 128 KB are free there, so every large request faults its memory in again: measured on
+    100-row requests at c16 (log off), 20,000 page faults a second and about 10% of the CPU per request.
+    Blocks up to 4 MB now come from the heap, and up to 16 MB of free heap is kept (the inference
+    log still gives memory back after quiet flushes)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return {}
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    settings = {}
+    for option, name, value, variable in ((-1, "trim_threshold", 16 << 20, "MALLOC_TRIM_THRESHOLD_"),
+                                          (-3, "mmap_threshold", 4 << 20, "MALLOC_MMAP_THRESHOLD_")):
+        if variable not in os.environ and f"glibc.malloc.{name}" not in tunables and mallopt(option, value) == 1:
+            settings[name] = value
+    return settings
+
+
+MALLOC_SETTINGS = _keep_freed_memory()
+
 import functools  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402

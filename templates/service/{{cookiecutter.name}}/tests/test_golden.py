@@ -24,6 +24,21 @@ def test_start_up_froze_its_objects_and_turned_the_collector_back_on(client):
     assert gc.get_freeze_count() > 10_000
 
 
+def test_allocator_keeps_freed_memory_for_the_next_request():
+    """On glibc (the image's C library) blocks up to 4 MB come from the heap and 16 MB of free heap is
+    kept (app.main._keep_freed_memory); otherwise each large request faults its memory in again."""
+    import os
+    import platform
+
+    from app import main
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: its allocator has other settings")
+    if {"GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"} & set(os.environ):
+        pytest.skip("the operator set the allocator")
+    assert main.MALLOC_SETTINGS == {"trim_threshold": 16 << 20, "mmap_threshold": 4 << 20}
+
+
 @pytest.mark.parametrize("route", ["/predict", "/v1/models/{name}:predict"])
 def test_golden_predictions(client, ship, route):
     golden = ship["golden"]
