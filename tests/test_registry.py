@@ -99,6 +99,26 @@ def test_push_takes_the_next_version_and_repushing_identical_bytes_is_a_no_op(pr
     assert (second / "REVIEW.md").read_bytes() == stored["REVIEW.md"]
 
 
+def test_the_services_own_inference_log_in_the_project_is_never_pushed(projects, registry_env):
+    """A service run in the project folder writes its inference log to PROJECT/logs: runtime data, not
+    the version. Pushing leaves it out (and a file its writer renames meanwhile cannot fail the push);
+    the version is the same as without it."""
+    first, _ = projects
+    registry = open_registry()
+    one = registry.push(first)
+    log_dir = first / "logs" / "predictions" / "date=2026-11-27"
+    log_dir.mkdir(parents=True)
+    (log_dir / "20261127T164026-vm-1-00001.parquet").write_bytes(b"PAR1 rows PAR1")
+    (log_dir / ".20261127T164026-vm-1-00002.parquet.tmp").write_bytes(b"half")
+
+    again = registry.push(first)
+
+    assert (again.version, again.created) == (one.version, False)
+    stored = tree(registry_env / "churn/versions/1/project")
+    assert not [path for path in stored if path.startswith("logs/")]
+    assert ".gitignore" in stored and "logs/" in stored[".gitignore"].decode().splitlines()
+
+
 def test_a_version_is_immutable(projects, registry_env):
     first, second = projects
     registry = open_registry()

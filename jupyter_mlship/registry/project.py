@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .store import Registry, VersionRecord
 
 SKIPPED_PARTS = {".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".venv"}
+# What a service run in the project folder writes there: the inference log (MLSHIP_LOG_DIR's default,
+# PROJECT/logs). Runtime data, not the version: never pushed or hashed (the image leaves it out too,
+# .dockerignore, and git, .gitignore), and its writer may be renaming files in it during a push.
+SKIPPED_TOP = {"logs"}
 STAMPED = ("ship.json", "REVIEW.md")
 REVIEW_HEADING = "## Registry"
 
@@ -92,6 +96,7 @@ class ProjectFiles:
             p.relative_to(folder).as_posix()
             for p in folder.rglob("*")
             if p.is_file() and not p.is_symlink() and not (set(p.relative_to(folder).parts) & SKIPPED_PARTS)
+            and p.relative_to(folder).parts[0] not in SKIPPED_TOP
         )
         lines = []
         for path in paths:
