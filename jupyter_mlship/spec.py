@@ -69,7 +69,8 @@ class Column(SpecModel):
     dtype: str  # pandas/numpy dtype string of the sample, e.g. "float64", "int64", "object", "category"
     json_type: Literal["integer", "number", "string", "boolean"]
     nullable: bool = False
-    missing: Literal["nan", "none"] | None = None  # how a missing value reaches the entry function
+    # How a null reaches the entry function: NaN, None, or (records only) the field left out.
+    missing: Literal["nan", "none", "absent"] | None = None
     categories: list[Any] | None = None  # for categorical columns: the allowed values
 
 

@@ -198,10 +198,21 @@ def _run_entry(options: ShipOptions, user_ns: dict[str, Any], walker: CodeWalker
 
 
 def _schemas(run: _Run) -> tuple[Any, Any, Any]:
+    convert = runtime_module("convert")
+    # A model that answers null or NaN on the sample itself may do so for any input: there, only an error
+    # tells that it cannot take a missing value.
+    try:
+        answers_missing = _holds_missing(convert.result_rows(run.result))
+    except ValueError:  # not one prediction per instance: infer_output_schema below says so
+        answers_missing = True
+
     def accepts_missing(variant: Any) -> bool:
+        """Does the entry function take ``variant`` (a missing value in it) and still predict? Not raising
+        is not enough: numpy, pandas, torch and a scaler carry NaN through to a NaN prediction, which the
+        service would then answer as null with 200 instead of refusing the request."""
         try:
-            call_on_copy(run.call, variant)
-            return True
+            result = call_on_copy(run.call, variant)
+            return answers_missing or not _holds_missing(convert.result_rows(result))
         except Exception:
             return False
 
@@ -286,6 +297,15 @@ def _artifact_warnings(artifacts: list[ArtifactSpec]) -> list[str]:
                 "Python and library versions, and only after its sha256 is checked"
             )
     return warnings
+
+
+def _holds_missing(value: Any) -> bool:
+    """Is there a null or a NaN anywhere in these JSON values?"""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(_holds_missing(v) for v in value)
 
 
 def _rows(sample: Any) -> int:

@@ -74,7 +74,10 @@ def infer_input_schema(
         if present and all(isinstance(v, str) for v in present):
             return InputSchema(kind="strings", json_type="string", nullable=len(present) < len(sample))
         if present and all(isinstance(v, dict) for v in present) and len(present) == len(sample):
-            return InputSchema(kind="records", columns=_records_columns(sample))
+            schema = InputSchema(kind="records", columns=_records_columns(sample))
+            if accepts_missing is not None:
+                _probe_records(sample, schema, accepts_missing)
+            return schema
         if all(_is_plain_scalar(v) for v in sample):
             json_type = _values_json_type(sample, "the sample")
             return InputSchema(
@@ -181,6 +184,31 @@ def _probe_dataframe_columns(frame: Any, schema: InputSchema, accepts_missing: C
             column.nullable, column.missing = True, "nan"
 
 
+def _probe_records(records: list[dict], schema: InputSchema, accepts_missing: Callable) -> None:
+    """Ask the entry function whether each field that every sample record holds may be left out (code such
+    as ``record.get("age", 40)``), and then what a null there should reach it as: None, NaN (numbers), or
+    else the field left out. The variants come from the service's own converter, as requests would."""
+    convert = _convert()
+    instances = sample_to_instances(records[:PROBE_ROWS], schema)
+    for column in schema.columns:
+        if column.nullable:
+            continue
+        trial = schema.model_copy(deep=True)
+        trial_column = next(c for c in trial.columns if c.name == column.name)
+        trial_column.nullable = True
+        left_out = [{k: v for k, v in instance.items() if k != column.name} for instance in instances]
+        if not _accepts(accepts_missing, convert.instances_to_sample(left_out, trial.model_dump())):
+            continue
+        nulls = [{**instance, column.name: None} for instance in instances]
+        for missing in ("none", "nan") if column.json_type in ("integer", "number") else ("none",):
+            trial_column.missing = missing
+            if _accepts(accepts_missing, convert.instances_to_sample(nulls, trial.model_dump())):
+                break
+        else:
+            missing = "absent"
+        column.nullable, column.missing = True, missing
+
+
 def _ndarray_schema(array: Any, reference: Any) -> InputSchema:
     return InputSchema(
         kind="ndarray",
@@ -252,7 +280,9 @@ def _records_columns(records: list[dict]) -> list[Column]:
         }
         if markers or any(name not in record for record in records):
             column.nullable = True
-            column.missing = "nan" if markers == {"nan"} else "none"
+            # A null reaches the entry function as the sample had it: NaN, None, or (where the sample only
+            # left the field out) the field left out.
+            column.missing = "nan" if markers == {"nan"} else "none" if markers else "absent"
         column.dtype = {"integer": "int", "number": "float", "string": "str", "boolean": "bool"}[
             column.json_type
         ]
@@ -281,6 +311,12 @@ def _values_json_type(values: list, where: str) -> str:
         elif isinstance(value, (datetime.date, datetime.time)):
             raise UnsupportedSample(f"{where} holds {type(value).__name__} objects; use a datetime64 column")
         else:
+            if isinstance(value, (list, tuple, dict, set)):
+                raise UnsupportedSample(
+                    f"{where} holds a {type(value).__name__}: each field must hold one number, string or "
+                    "boolean (nested lists and objects are not supported yet); flatten it in the sample and "
+                    "the entry function, e.g. one string of joined values or one field per item"
+                )
             raise UnsupportedSample(f"{where} holds a {type(value).__name__}, which cannot come from JSON")
     if types == {"integer", "number"}:
         return "number"

@@ -192,8 +192,11 @@ def _ndarray_converter(schema: dict) -> Callable[[list], Any]:
 
 
 def _records_converter(columns: list[dict]) -> Callable[[list], Any]:
+    """Records as dicts; a null becomes NaN or the field left out where the column's ``missing`` says so
+    (a field left out in the request stays left out)."""
     nan_fields = [c["name"] for c in columns if c.get("nullable") and c.get("missing") == "nan"]
-    if not nan_fields:
+    absent_fields = [c["name"] for c in columns if c.get("nullable") and c.get("missing") == "absent"]
+    if not nan_fields and not absent_fields:
         return lambda instances: [dict(instance) for instance in instances]
 
     def records(instances: list) -> list:
@@ -203,6 +206,9 @@ def _records_converter(columns: list[dict]) -> Callable[[list], Any]:
             for name in nan_fields:
                 if name in record and record[name] is None:
                     record[name] = math.nan
+            for name in absent_fields:
+                if name in record and record[name] is None:
+                    del record[name]
             converted.append(record)
         return converted
 

@@ -1,0 +1,112 @@
+"""Which fields may be missing in a request is asked of the entry function itself, in a real IPython shell:
+it must take the missing value and still predict (a NaN carried through to the answer is a refusal), and
+a record field may be left out where the code reads it with a default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jupyter_mlship.capture.schema import UnsupportedSample, infer_input_schema
+from jupyter_mlship.runtime import runtime_module
+from support.notebooks import ok_cell
+
+convert = runtime_module("convert")
+
+
+def input_schema(name: str) -> dict:
+    return json.loads(Path(f"services/{name}/ship.json").read_text())["input"]
+
+
+def test_an_entry_that_carries_nan_into_its_prediction_does_not_accept_missing_values(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        import pandas as pd
+        W = np.array([0.5, -1.0])
+        X = np.array([[1.0, 2.0], [3.0, 4.0]])
+        frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    """)
+    ok_cell(ipython, """
+        %%ship carries --sample X --no-verify
+        def predict(x):
+            return x @ W
+    """)
+    ok_cell(ipython, """
+        %%ship fills --sample X --no-verify
+        def predict(x):
+            return np.nan_to_num(x) @ W
+    """)
+    ok_cell(ipython, """
+        %%ship columns --sample frame --no-verify
+        def predict(frame):
+            return (frame["a"].fillna(0.0) * 2 + frame["b"]).to_numpy()
+    """)
+    # x @ W raises nothing on NaN, but answers NaN: a request with a null must be refused, not answered null.
+    assert input_schema("carries")["nullable"] is False
+    assert input_schema("fills")["nullable"] is True
+    columns = {c["name"]: c["nullable"] for c in input_schema("columns")["columns"]}
+    assert columns == {"a": True, "b": False}
+
+
+def test_a_model_that_answers_nan_on_the_sample_itself_is_judged_by_errors_only(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.array([[1.0, 2.0], [3.0, 4.0]])
+    """)
+    ok_cell(ipython, """
+        %%ship partial --sample X --no-verify
+        def predict(x):
+            return np.where(x[:, 0] > 2, np.nan, x.sum(axis=1))
+    """)
+    assert input_schema("partial")["nullable"] is True
+
+
+def test_record_fields_read_with_a_default_may_be_left_out_or_null(ipython, serve):
+    ok_cell(ipython, """
+        rows = [{"id": 1, "age": 31, "plan": "pro", "score": 0.5}, {"id": 2, "age": 40, "plan": "free", "score": 1.5}]
+    """)
+    ok_cell(ipython, """
+        %%ship records --sample rows --no-verify
+        import math
+        def predict(records):
+            out = []
+            for r in records:
+                score = r.get("score", math.nan)
+                score = 0.0 if math.isnan(score) else score
+                out.append(r["id"] + float(r.get("age", 40)) + ((r.get("plan") or "free") == "pro") + score)
+            return out
+    """)
+    columns = {c["name"]: (c["nullable"], c.get("missing")) for c in input_schema("records")["columns"]}
+    # id: required (r["id"]); age: float(None) fails and float(NaN) answers NaN, so a null means the field
+    # left out; plan: None works; score: None fails, NaN works.
+    assert columns == {"id": (False, None), "age": (True, "absent"), "plan": (True, "none"), "score": (True, "nan")}
+    schema = input_schema("records")
+    rebuilt = convert.instances_to_sample([{"id": 3, "age": None, "plan": None, "score": None}, {"id": 4}], schema)
+    assert rebuilt[0] == {"id": 3, "plan": None, "score": rebuilt[0]["score"]} and rebuilt[0]["score"] != rebuilt[0]["score"]
+    assert rebuilt[1] == {"id": 4}
+
+    service = serve(Path("services/records").resolve())
+    predict = ipython.user_ns["predict"]
+    for instances in ([{"id": 3}], [{"id": 3, "age": None, "plan": None, "score": None}], [{"id": 5, "age": 20}]):
+        response = service.post("/predict", {"instances": instances})
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == predict(convert.instances_to_sample(instances, schema))
+    missing_id = service.post("/predict", {"instances": [{"age": 20}]})
+    assert missing_id.status_code == 422 and "id" in missing_id.text
+
+
+def test_a_record_field_the_sample_only_leaves_out_stays_left_out_when_null():
+    schema = infer_input_schema([{"a": 1, "b": 2.5}, {"a": 2}])
+    column = next(c for c in schema.columns if c.name == "b")
+    assert (column.nullable, column.missing) == (True, "absent")
+    assert convert.instances_to_sample([{"a": 1, "b": None}], schema.model_dump()) == [{"a": 1}]
+
+
+@pytest.mark.parametrize("value", [["a", "b"], {"x": 1}])
+def test_a_record_field_holding_a_list_or_object_is_refused_with_what_to_do(value):
+    with pytest.raises(UnsupportedSample) as refused:
+        infer_input_schema([{"age": 31, "tags": value}])
+    message = str(refused.value)
+    assert "'tags'" in message and "nested lists and objects" in message and "flatten" in message
