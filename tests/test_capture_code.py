@@ -147,3 +147,68 @@ def test_the_notebook_folders_own_module_is_shipped_with_the_service(ipython, se
     response = service.post("/predict", {"instances": ["  GOOD   film ", "bad"]})
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == [int(v) for v in ipython.user_ns["predict"](["  GOOD   film ", "bad"])]
+
+
+def test_decorated_helpers_and_defaults_that_read_model_objects_are_shipped_as_the_notebook_has_them(ipython, serve):
+    ok_cell(ipython, """
+        from functools import lru_cache
+        import numpy as np
+        import pandas as pd
+        from sklearn.preprocessing import FunctionTransformer
+        CUTOFF = pd.Timestamp("2024-06-30")  # not a literal: saved as a model object
+        sample = pd.DataFrame({"d": ["2024-01-01", "2024-03-01", "2024-06-01"], "x": [5.0, 50.0, 12.0]})
+    """)
+    ok_cell(ipython, """
+        def age_days(frame, cutoff=CUTOFF):  # the default is read when the def runs
+            return (cutoff - pd.to_datetime(frame["d"])).dt.days
+
+        @lru_cache(maxsize=None)
+        def factor(x):
+            return 2.0 if x > 10 else 1.0
+
+        @np.vectorize
+        def bucket(x):
+            return 0 if x < 10 else 1
+
+        def doubled(values):
+            return np.asarray(values) * factor(3.0)
+
+        twice = FunctionTransformer(doubled)  # a model object that refers to notebook code
+    """)
+    ok_cell(ipython, """
+        %%ship helpers --sample sample --no-verify
+        def predict(frame):
+            x = frame["x"].to_numpy()
+            return age_days(frame).to_numpy() + frame["x"].map(factor).to_numpy() + bucket(x) + twice.transform(x)
+    """)
+    project = Path("services/helpers").resolve()
+    source = features(project)
+    assert "@lru_cache(maxsize=None)\ndef factor(x):" in source and "@np.vectorize\ndef bucket(x):" in source
+    assert "from functools import lru_cache" in source
+    # CUTOFF is loaded before the def whose default reads it; twice after the function its pickle names.
+    assert source.index('CUTOFF = load_artifact("CUTOFF")') < source.index("def age_days")
+    assert source.index("def doubled") < source.index('twice = load_artifact("twice")')
+    service = serve(project)
+    rows = [{"d": "2024-02-01", "x": 3.0}, {"d": "2024-05-01", "x": 30.0}]
+    response = service.post("/predict", {"instances": rows})
+    assert response.status_code == 200, response.text
+    frame = ipython.user_ns["pd"].DataFrame(rows)
+    assert response.json()["predictions"] == ipython.user_ns["predict"](frame).tolist()
+
+
+def test_a_model_object_holding_the_function_inside_a_decorator_is_refused_with_the_true_reason(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.preprocessing import FunctionTransformer
+        @np.vectorize
+        def bucket(x):
+            return 0 if x < 10 else 1
+        raw = FunctionTransformer(bucket.pyfunc)
+        X = np.array([[1.0], [20.0]])
+    """)
+    result = ipython.run_cell("""%%ship raw --sample X --no-verify
+def predict(x):
+    return raw.transform(x)
+""")
+    message = str(result.error_in_exec)
+    assert "function inside the decorated `bucket`" in message and "older definition" not in message

@@ -79,20 +79,58 @@ class CodeCapture:
         if self.constants:
             parts.append("\n".join(f"{name} = {src}" for name, src in self.constants.items()) + "\n")
         entry = self.definitions.get(self.entry_name)
-        for definition in sorted(self.definitions.values(), key=lambda d: d.order):
-            if definition is not entry:
-                parts.append(_with_cell_comment(definition))
-        if self.aliases:
-            parts.append("\n".join(f"{name} = {target}" for name, target in sorted(self.aliases.items())) + "\n")
-        if self.artifacts:
-            parts.append(
-                "# Model artifacts: loaded once at start-up from model/, sha256-checked.\n"
-                + "\n".join(load_line(name) for name in self.artifacts)
-                + "\n"
-            )
+        aliases = dict(self.aliases)
+        previous = ""
+        for kind, name in self._definition_order(entry):
+            if kind == "definition":
+                parts.append(_with_cell_comment(self.definitions[name]))
+                named = sorted(alias for alias, target in aliases.items() if target == name)
+                if named:
+                    parts.append("\n".join(f"{alias} = {aliases.pop(alias)}" for alias in named) + "\n")
+            elif previous == "artifact":  # one block for consecutive loads
+                parts[-1] += load_line(name) + "\n"
+            else:
+                header = "" if any(part.startswith(LOAD_HEADER) for part in parts) else LOAD_HEADER
+                parts.append(header + load_line(name) + "\n")
+            previous = kind
+        if aliases:
+            parts.append("\n".join(f"{alias} = {target}" for alias, target in sorted(aliases.items())) + "\n")
         if entry is not None:
             parts.append(_with_cell_comment(entry))
         return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+    def _definition_order(self, entry: Definition | None) -> list[tuple[str, str]]:
+        """Definitions (in the notebook's order) then artifact loads, except where one needs the other first:
+        a def or class needs the artifacts its defaults, decorators, base classes or class body read when it
+        is executed (``def age(frame, cutoff=CUTOFF)`` with a Timestamp CUTOFF); an artifact needs the
+        notebook functions and classes its pickle refers to."""
+        definitions = [d.name for d in sorted(self.definitions.values(), key=lambda d: d.order) if d is not entry]
+        items = [("definition", name) for name in definitions] + [("artifact", name) for name in self.artifacts]
+        needs: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for name in definitions:
+            used = {self.aliases.get(n, n) for n in _definition_time_names(self.definitions[name].source)} - {name}
+            needs[("definition", name)] = ({("artifact", n) for n in used if n in self.artifacts}
+                                           | {("definition", n) for n in used if n in definitions})
+        for name in self.artifacts:
+            refs = {ref.split(".")[0] for ref in self.notebook_refs.get(name, ())}
+            needs[("artifact", name)] = {("definition", n) for n in refs if n in definitions}
+        order: list[tuple[str, str]] = []
+        placed: set[tuple[str, str]] = set()
+        while len(order) < len(items):  # the first item, in the default order, whose needs are placed
+            item = next((i for i in items if i not in placed and needs[i] <= placed), None)
+            if item is None:
+                stuck = ", ".join(f"`{name}`" for kind, name in items if (kind, name) not in placed)
+                raise ShipError(
+                    f"the notebook code and model objects {stuck} need each other when they are created (a "
+                    "class or default that reads a model object that itself holds that code); create the object "
+                    "inside the function that uses it"
+                )
+            order.append(item)
+            placed.add(item)
+        return order
+
+
+LOAD_HEADER = "# Model artifacts: loaded once at start-up from model/, sha256-checked.\n"
 
 
 def _with_cell_comment(definition: Definition) -> str:
@@ -197,6 +235,21 @@ def is_notebook_object(value: Any) -> bool:
     return getattr(value, "__module__", None) == "__main__" and isinstance(value, (type, types.FunctionType))
 
 
+def decorated_notebook_function(name: str, value: Any) -> types.FunctionType | None:
+    """The notebook function that ``@decorator`` syntax bound to ``name`` as a decorator's object, not a
+    function (``functools.lru_cache``, ``numpy.vectorize``, numba's ``jit``): shipped as its source, decorator
+    included. None for anything else."""
+    if isinstance(value, (type, types.FunctionType, types.ModuleType)):
+        return None
+    for attribute in ("__wrapped__", "pyfunc", "py_func"):  # functools' wrappers, numpy.vectorize, numba
+        inner = getattr(value, attribute, None)
+        if isinstance(inner, types.FunctionType):
+            inner = inspect.unwrap(inner)
+            if is_notebook_object(inner) and inner.__name__ == name:
+                return inner
+    return None
+
+
 def is_constant(value: Any, depth: int = 0) -> bool:
     if depth > 20:
         return False
@@ -279,6 +332,8 @@ class MainReferenceScanner(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         target = obj if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) else type(obj)
+        if getattr(obj, "__module__", None) == "__main__" and isinstance(getattr(obj, "__qualname__", None), str):
+            target = obj  # saved by name, like a function: e.g. a notebook function under functools.lru_cache
         module = getattr(target, "__module__", None)
         if module == "__main__":
             self.main_objects[getattr(target, "__qualname__", repr(target))] = target
@@ -318,7 +373,14 @@ def _refuse_notebook_code(name: str, where: str, scanner: MainReferenceScanner, 
                 f"`{name}`{where} holds {qualname!r}, a lambda or nested function from the notebook; "
                 "define it with `def` at the top level of a cell so it can be shipped as source"
             )
-        if user_ns.get(qualname) is not obj:
+        live = user_ns.get(qualname)
+        if live is not obj and decorated_notebook_function(qualname, live) is obj:
+            raise ShipError(
+                f"`{name}`{where} holds the function inside the decorated `{qualname}` (its name in the "
+                f"notebook is bound to what the decorator returned, which is what the service would give "
+                f"`{name}`); hand `{name}` a plain `def` instead"
+            )
+        if live is not obj:
             raise ShipError(
                 f"`{name}`{where} holds an older definition of `{qualname}` (it was redefined after "
                 f"`{name}` was built); re-run the cell that builds `{name}`"
@@ -367,6 +429,10 @@ class CodeWalker:
             captured.imports[name] = statement
             module = value.__name__ if isinstance(value, types.ModuleType) else value.__module__
             self._add_modules(captured, {module.split(".")[0]})
+            return
+        decorated = decorated_notebook_function(name, value)
+        if decorated is not None:
+            self._add_definition(captured, name, decorated, queue)
             return
         if isinstance(value, (types.FunctionType, type)) and is_notebook_object(value):
             own_name = value.__name__
