@@ -71,7 +71,7 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     ))
     inp = spec.input
     if inp.columns:
-        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), "yes" if c.nullable else "no",
+        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing),
                  _escape(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
     else:
         rows = [["(each instance)", _escape(inp.dtype or ""), _escape(inp.json_type or ""), "yes" if inp.nullable else "no",
@@ -111,6 +111,16 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         ]]
     sections.append(("Verification (tests in a clean environment)", ["result", "passed", "failed", "time"], verify_rows))
     return sections
+
+
+MISSING_WORDS = {"nan": "as NaN", "none": "as None", "absent": "as the field left out"}
+
+
+def _null_allowed(nullable: bool, missing: str | None) -> str:
+    """Whether a field takes null, and how a null reaches the entry function."""
+    if not nullable:
+        return "no"
+    return f"yes, {MISSING_WORDS[missing]}" if missing in MISSING_WORDS else "yes"
 
 
 def _reference_section(spec: ShipSpec) -> tuple[str, list[str], list[list[str]]]:

@@ -110,3 +110,18 @@ def test_a_record_field_holding_a_list_or_object_is_refused_with_what_to_do(valu
         infer_input_schema([{"age": 31, "tags": value}])
     message = str(refused.value)
     assert "'tags'" in message and "nested lists and objects" in message and "flatten" in message
+
+
+def test_the_review_says_how_a_null_reaches_the_entry_function(ipython):
+    ok_cell(ipython, """
+        rows = [{"id": 1, "age": 31, "note": None}, {"id": 2, "age": 40, "note": "x"}]
+    """)
+    ok_cell(ipython, """
+        %%ship reviewed --sample rows --no-verify
+        def predict(records):
+            return [r["id"] + float(r.get("age", 40)) for r in records]
+    """)
+    review = Path("services/reviewed/REVIEW.md").read_text()
+    assert "| `id` | int | integer | no |" in review
+    assert "| `age` | int | integer | yes, as the field left out |" in review
+    assert "| `note` | str | string | yes, as None |" in review
