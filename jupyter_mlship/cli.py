@@ -23,6 +23,8 @@ def _export(args: argparse.Namespace) -> int:
         result = export_notebook(nb, path, Path(args.out) if args.out else None,
                                  timeout=args.timeout, kernel_name=args.kernel)
     except ShipError as exc:
+        if exc.output:
+            print(exc.output.rstrip(), file=sys.stderr)
         print(f"mlship export: {exc}", file=sys.stderr)
         return 1
     for export in result.exports:

@@ -87,7 +87,7 @@ def export_notebook(nb: nbformat.NotebookNode, notebook_path: Path, out: Path | 
         try:
             client.execute(env=env)
         except CellExecutionError as exc:
-            raise ShipError(_cell_failure(nb, current["index"], exc)) from None
+            raise ShipError(_cell_failure(nb, current["index"], exc), output=_printed(nb, current["index"])) from None
         except CellTimeoutError:
             raise ShipError(f"cell {current['index'] + 1} did not finish within {timeout} s") from None
         except DeadKernelError as exc:
@@ -122,3 +122,11 @@ def _cell_failure(nb: nbformat.NotebookNode, index: int, exc: CellExecutionError
     first = source[0] if source else ""
     reason = f"{exc.ename}: {exc.evalue}" if exc.ename not in {"UsageError"} else exc.evalue
     return f"cell {index + 1} (`{first[:80]}`) failed: {reason}"
+
+
+def _printed(nb: nbformat.NotebookNode, index: int) -> str:
+    """What a failed ship cell printed (the magic prints a failed verify's test output there)."""
+    if not 0 <= index < len(nb.cells) or index not in ship_cells(nb):
+        return ""
+    return "".join(output.get("text", "") for output in nb.cells[index].get("outputs", [])
+                   if output.get("output_type") == "stream" and output.get("name") == "stdout")

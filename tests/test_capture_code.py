@@ -212,3 +212,87 @@ def predict(x):
 """)
     message = str(result.error_in_exec)
     assert "function inside the decorated `bucket`" in message and "older definition" not in message
+
+
+def test_annotations_of_every_parameter_kind_and_imports_inside_bodies_are_shipped(ipython):
+    Path("scoring_utils.py").write_text("def squash(v):\n    return v / (1 + abs(v))\n")
+    Path("textkit").mkdir()
+    Path("textkit/tokens.py").write_text("def count(v):\n    return v * 2\n")  # a namespace package: no __init__
+    ok_cell(ipython, """
+        import sys, os
+        sys.path.insert(0, os.getcwd())
+        from typing import Any, Sequence
+        import numpy as np
+        from textkit.tokens import count
+        X = np.array([[1.0, 2.0], [3.0, 4.0]])
+    """)
+    ok_cell(ipython, """
+        def prepare(x, /, *extra: Sequence, scale: float = 1.0, **opts: Any):
+            from scoring_utils import squash   # a local module, imported when it runs
+            import packaging.version            # an installed distribution, imported when it runs
+            return squash(count(x)) * scale
+    """)
+    ok_cell(ipython, """
+        %%ship bodies --sample X --no-verify
+        def predict(x):
+            return prepare(x).sum(axis=1)
+    """)
+    project = Path("services/bodies")
+    source = features(project)
+    assert "from typing import Any, Sequence" in source or (
+        "from typing import Any" in source and "from typing import Sequence" in source)
+    assert (project / "app/local/scoring_utils.py").is_file()
+    assert (project / "app/local/textkit/tokens.py").is_file()
+    pins = (project / "requirements.txt").read_text().lower()
+    assert "packaging==" in pins
+
+
+def test_functions_made_by_other_calls_and_stale_aliases_are_refused_with_the_reason(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.array([[1.0, 2.0], [3.0, 4.0]])
+        def make_clipper(lo, hi):
+            def clip(x):
+                return np.clip(x, lo, hi)
+            return clip
+        clip_first = make_clipper(-2.5, 2.5)
+        def build(x):
+            return x * 2
+        make_X = build
+    """)
+    ok_cell(ipython, """
+        def build(x):  # redefined after make_X was bound to the old one
+            return x * 3
+    """)
+    closure = ipython.run_cell("%%ship c --sample X --no-verify\ndef predict(x):\n    return clip_first(x)\n")
+    assert "made inside a call of another function" in str(closure.error_in_exec)
+    assert "(hi, lo)" in str(closure.error_in_exec)
+    stale = ipython.run_cell("%%ship s --sample X --no-verify\ndef predict(x):\n    return make_X(x)\n")
+    assert "`make_X`" in str(stale.error_in_exec) and "older definition of `build`" in str(stale.error_in_exec)
+    assert not Path("services/c").exists() and not Path("services/s").exists()
+
+
+def test_a_top_level_lambda_ships_as_its_line_and_global_state_is_reported(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.array([[1.0, 2.0], [3.0, 4.0]])
+        squash = lambda v: v / (1 + np.abs(v))
+        STOPWORDS = frozenset({"a", "the"})
+        EMPTY = set()
+        CALLS = 0
+        def count_call():
+            global CALLS
+            CALLS += 1
+    """)
+    ok_cell(ipython, """
+        %%ship lam --sample X --no-verify
+        def predict(x):
+            count_call()
+            return squash(x).sum(axis=1) + len(STOPWORDS) + len(EMPTY)
+    """)
+    source = features(Path("services/lam"))
+    assert "squash = lambda v: v / (1 + np.abs(v))" in source
+    assert "STOPWORDS = frozenset({'a', 'the'})" in source and "EMPTY = set()" in source
+    warnings = json.loads(Path("services/lam/ship.json").read_text())["warnings"]
+    assert any("`count_call` assigns the global `CALLS`" in w for w in warnings), warnings
+    assert "assigns the global \\`CALLS\\`" in Path("services/lam/REVIEW.md").read_text()  # Markdown-escaped

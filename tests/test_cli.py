@@ -67,3 +67,27 @@ def test_verify_and_serve_refuse_a_folder_that_is_not_a_project(tmp_path):
     assert mlship("serve", str(tmp_path)).returncode != 0
     result = mlship("verify", str(tmp_path))
     assert result.returncode != 0 and str(tmp_path) in (result.stdout + result.stderr)
+
+
+def test_a_failed_export_shows_what_the_ship_cell_printed(tmp_path, monkeypatch, capsys):
+    """A failed verify prints the failing tests in the cell; `mlship export` passes them on to the terminal."""
+    import nbformat
+
+    from jupyter_mlship import cli, headless
+    from jupyter_mlship.errors import ShipError
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('training')", outputs=[nbformat.v4.new_output("stream", text="training\n")]),
+        nbformat.v4.new_code_cell("%%ship m --sample X\ndef predict(x):\n    return x", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="FAILED tests/test_golden.py::test_golden - ValueError: boom\n")]),
+    ])
+    assert headless._printed(nb, 1).startswith("FAILED tests/test_golden.py") and headless._printed(nb, 0) == ""
+
+    def failing_export(*args, **kwargs):
+        raise ShipError("cell 2 failed: the generated project's tests failed", output=headless._printed(nb, 1))
+
+    monkeypatch.setattr(headless, "export_notebook", failing_export)
+    notebook = write_notebook(tmp_path / "m.ipynb", ["x = 1"])
+    assert cli.main(["export", str(notebook)]) == 1
+    err = capsys.readouterr().err
+    assert "ValueError: boom" in err and err.index("ValueError: boom") < err.index("mlship export: cell 2 failed")

@@ -59,3 +59,10 @@ def test_code_runs_under_its_service_file_name(tmp_path):
     with pytest.raises(ZeroDivisionError) as caught:
         rehearse("def predict(x):\n    return x / 0\n\npredict(1)\n", {}, {}, tmp_path)
     assert caught.value.__traceback__ and caught.traceback[-1].frame.code.raw.co_filename == "app/features.py"
+
+
+def test_annotations_are_evaluated_as_in_the_service(tmp_path):
+    # This module has `from __future__ import annotations`, and so does rehearsal.py: the service's file does
+    # not, so a name its annotations need must be there when the def runs.
+    with pytest.raises(NameError, match="Missing"):
+        rehearse("def predict(x, **options: Missing):\n    return x\n", {}, {}, tmp_path)

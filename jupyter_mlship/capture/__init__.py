@@ -87,6 +87,11 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     batching = prove_rowwise(lambda x: call_on_copy(run.call, x), run.sample, golden=golden,
                              input_schema=input_schema, output_schema=output_schema, convert=runtime_module("convert"))
     warnings += [f"`{name}` is used by the captured code but not defined in the notebook" for name in run.code.unresolved]
+    warnings += [
+        f"`{function}` assigns the global {', '.join(f'`{g}`' for g in sorted(written))}: in the service that is "
+        "state of each worker process, starting from the notebook's value and never shared or reset"
+        for function, written in sorted(run.code.globals_written.items())
+    ]
 
     staging = Path(tempfile.mkdtemp(prefix="mlship-capture-"))
     try:

@@ -12,6 +12,7 @@ import ast
 import builtins
 import dis
 import importlib
+import importlib.util
 import inspect
 import io
 import linecache
@@ -61,6 +62,7 @@ class CodeCapture:
     unresolved: list[str] = field(default_factory=list)  # names used but not defined anywhere
     modules: set[str] = field(default_factory=set)  # top-level modules the code imports
     local_modules: dict[str, Path] = field(default_factory=dict)  # the notebook folder's own modules
+    globals_written: dict[str, set[str]] = field(default_factory=dict)  # definition -> globals it assigns
 
     def features_source(self, entry_docstring: str, load_line: Callable[[str], str]) -> str:
         """The text of app/features.py: imports, constants, definitions, artifacts, entry."""
@@ -172,16 +174,33 @@ REFUSAL_ADVICE = "a service cannot carry it; create it inside the entry function
 # --- the walk -----------------------------------------------------------------------------
 
 
-def global_names(code: types.CodeType) -> set[str]:
-    """Global names a code object (and the code nested in it) reads or writes."""
-    names: set[str] = set()
-    for instruction in dis.get_instructions(code):
-        if instruction.opname in {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}:
-            names.add(instruction.argval)
+def _instructions(code: types.CodeType) -> Iterable[dis.Instruction]:
+    """The bytecode of a code object and of the code nested in it (inner functions, comprehensions)."""
+    yield from dis.get_instructions(code)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= global_names(const)
-    return names
+            yield from _instructions(const)
+
+
+def global_names(code: types.CodeType) -> set[str]:
+    """Global names a code object (and the code nested in it) reads or writes."""
+    return {i.argval for i in _instructions(code) if i.opname in {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL",
+                                                                  "DELETE_GLOBAL"}}
+
+
+def stored_globals(code: types.CodeType) -> set[str]:
+    """Global names a code object (and the code nested in it) assigns or deletes (``global n; n += 1``)."""
+    return {i.argval for i in _instructions(code) if i.opname in {"STORE_GLOBAL", "DELETE_GLOBAL"}}
+
+
+def _importable(module: str) -> bool:
+    """Is ``module`` installed or importable here (not an optional import that would fail anyway)?"""
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _definition_time_names(source: str) -> set[str]:
@@ -201,7 +220,7 @@ def _definition_time_names(source: str) -> set[str]:
             for stmt in node.body:
                 if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     roots += stmt.decorator_list + stmt.args.defaults + [d for d in stmt.args.kw_defaults if d]
-                    roots += [a.annotation for a in stmt.args.args + stmt.args.kwonlyargs if a.annotation]
+                    roots += _annotations(stmt.args)
                     if stmt.returns:
                         roots.append(stmt.returns)
                 elif not isinstance(stmt, ast.ClassDef):
@@ -211,7 +230,7 @@ def _definition_time_names(source: str) -> set[str]:
                     roots.append(stmt)
         else:
             roots += node.args.defaults + [d for d in node.args.kw_defaults if d]
-            roots += [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation]
+            roots += _annotations(node.args)
             if node.returns:
                 roots.append(node.returns)
         for root in roots:
@@ -219,6 +238,18 @@ def _definition_time_names(source: str) -> set[str]:
                 if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in assigned:
                     names.add(sub.id)
     return names
+
+
+def _annotations(args: ast.arguments) -> list[ast.AST]:
+    """The annotations of every parameter: positional-only, plain, *args, keyword-only and **kwargs."""
+    every = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
+    return [a.annotation for a in every if a.annotation]
+
+
+def imported_modules_of(code: types.CodeType) -> set[str]:
+    """Top-level modules that a code object (and the code nested in it) imports when it runs, e.g. an
+    ``import scipy.special`` inside a function body."""
+    return {i.argval.split(".")[0] for i in _instructions(code) if i.opname == "IMPORT_NAME" and i.argval}
 
 
 def _code_objects_of_class(cls: type) -> Iterable[types.CodeType]:
@@ -271,16 +302,21 @@ def constant_source(value: Any) -> str | None:
     if not is_constant(value):
         return None
     text = repr(value)
+    checked = text  # what ast.literal_eval must read back as the value
     if isinstance(value, (set, frozenset)):
         try:  # set order changes between runs; a sorted literal keeps re-exports diff-free
             items = ", ".join(repr(v) for v in sorted(value))
-            text = f"{{{items}}}" if isinstance(value, set) and value else f"{type(value).__name__}([{items}])"
         except TypeError:
-            pass
+            items = ", ".join(repr(v) for v in value)
+        checked = f"{{{items}}}" if value else "set()"
+        # literal_eval reads {...} but not set() nor frozenset(...): those two are checked through their items
+        text = checked if isinstance(value, set) else f"frozenset({{{items}}})" if value else "frozenset()"
+        if not value:
+            return text
     if len(text) > MAX_CONSTANT_CHARS:
         return None
     try:
-        if ast.literal_eval(text) != value:
+        if ast.literal_eval(checked) != value:
             return None
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
@@ -435,8 +471,15 @@ class CodeWalker:
             self._add_definition(captured, name, decorated, queue)
             return
         if isinstance(value, (types.FunctionType, type)) and is_notebook_object(value):
+            self._refuse_inner_function(name, value)
             own_name = value.__name__
             if own_name != name and own_name.isidentifier():
+                if self.user_ns.get(own_name) is not value:
+                    raise ShipError(
+                        f"`{name}`{_cell_text(self.assignment_cell(name))} holds an older definition of "
+                        f"`{own_name}`, which a later cell redefined; re-run the cell that assigns `{name}` "
+                        f"(or use `{own_name}` itself) so that the service runs what the notebook runs"
+                    )
                 captured.aliases[name] = own_name
                 queue.append(own_name)
                 return
@@ -466,6 +509,20 @@ class CodeWalker:
         self._add_modules(captured, scanner.modules)
         queue.extend(scanner.main_objects)
 
+    def _refuse_inner_function(self, name: str, value: Any) -> None:
+        """A function made by calling another (a closure, a factory's inner def) has no top-level source."""
+        if not isinstance(value, types.FunctionType) or hasattr(value, "__wrapped__"):  # decorators: see unwrap
+            return
+        if value.__closure__ or "<locals>" in value.__qualname__:
+            held = f", and holds that call's variables ({', '.join(value.__code__.co_freevars)})" \
+                if value.__code__.co_freevars else ""
+            raise ShipError(
+                f"`{name}`{_cell_text(self.assignment_cell(name))} is `{value.__qualname__}`, a function made "
+                f"inside a call of another function{held}; the service ships top-level code as source: write "
+                "it as a top-level `def` (its values as constants or default arguments), or as a "
+                "functools.partial of one"
+            )
+
     @staticmethod
     def _add_modules(captured: CodeCapture, modules: Iterable[str]) -> None:
         """Record modules; the notebook folder's own ones are shipped, with what they import."""
@@ -487,11 +544,16 @@ class CodeWalker:
         captured.definitions[name] = Definition(name, kind, source, cell, (cell or 0, lineno))
         captured.cells[name] = cell
         needed = _definition_time_names(source)
-        if kind == "function":
-            needed |= global_names(inspect.unwrap(value).__code__)
-        else:
-            for code in _code_objects_of_class(value):
-                needed |= global_names(code)
+        codes = [inspect.unwrap(value).__code__] if kind == "function" else list(_code_objects_of_class(value))
+        imported: set[str] = set()
+        for code in codes:
+            needed |= global_names(code)
+            imported |= imported_modules_of(code)
+            written = stored_globals(code)
+            if written:
+                captured.globals_written.setdefault(name, set()).update(written)
+        # Imports inside bodies run in the service too: their modules are pinned, or shipped when local.
+        self._add_modules(captured, {m for m in imported if _importable(m)})
         needed.discard(name)
         queue.extend(sorted(needed))
 
@@ -513,6 +575,11 @@ class CodeWalker:
             found = self.history.definition_in_history(name)
             if found:
                 return found[0], self.history.cell_of_code(code) if self.history.knows_code(code) else found[1]
+            if getattr(value, "__name__", "") == "<lambda>":
+                raise ShipError(
+                    f"`{name}` is a lambda that is not alone on its line as `{name} = lambda ...`, so its "
+                    "source cannot be told apart; define it with `def` (or on a line of its own)"
+                )
             raise ShipError(
                 f"the source of {kind} `{name}` cannot be found in this notebook's history; "
                 "run the cell that defines it again"
@@ -543,10 +610,14 @@ class CodeWalker:
 
 
 def _defines(source: str, name: str) -> bool:
+    """Does ``source`` define ``name`` at top level: a def or class, or ``name = lambda ...`` alone?"""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return False
+    if (len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign) and isinstance(tree.body[0].value, ast.Lambda)
+            and [getattr(t, "id", None) for t in tree.body[0].targets] == [name]):
+        return True
     return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name
                for node in tree.body)
 
@@ -573,15 +644,30 @@ def local_module_path(module: str) -> Path | None:
     """The file or package folder of an imported module that no installed distribution provides."""
     if module in sys.stdlib_module_names or module in sys.builtin_module_names:
         return None
-    file = getattr(sys.modules.get(module), "__file__", None)
-    if not file or not file.endswith(".py"):
+    loaded = sys.modules.get(module)
+    if loaded is None:  # imported only when a function body runs: where it would be found, not importing it
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        loaded = types.SimpleNamespace(__file__=spec.origin if spec.has_location else None,
+                                       __path__=spec.submodule_search_locations)
+    file = getattr(loaded, "__file__", None)
+    if file is None:  # a namespace package (a folder without __init__.py): its one folder
+        folders = list(getattr(loaded, "__path__", None) or [])
+        if len(folders) != 1 or not Path(folders[0]).is_dir():
+            return None
+        file = str(Path(folders[0]) / "__init__.py")
+    if not file.endswith(".py"):
         return None
     path = Path(file).resolve()
     if any(str(path).startswith(d + "/") for d in _site_dirs()):
         return None
-    import importlib.metadata
+    from importlib import metadata
 
-    if module in importlib.metadata.packages_distributions():
+    if module in metadata.packages_distributions():
         return None  # an editable install of a real distribution: pinned, not copied
     return path.parent if path.name == "__init__.py" else path
 

@@ -50,5 +50,7 @@ def rehearse(source: str, live: dict[str, Any], saved: dict[str, ArtifactSpec], 
 
         loaders.load_artifact = load_artifact  # type: ignore[attr-defined]
         namespace["__file__"] = str(staging / "app" / "features.py")
-        exec(compile(source, "app/features.py", "exec"), namespace)
+        # dont_inherit: this module's `from __future__ import annotations` must not apply to the service's
+        # file, whose annotations are evaluated when each def runs (a missing import shows here, not later).
+        exec(compile(source, "app/features.py", "exec", dont_inherit=True), namespace)
     return namespace
