@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from jupyter_mlship.capture.schema import UnsupportedSample, infer_input_schema
@@ -125,3 +126,38 @@ def test_the_review_says_how_a_null_reaches_the_entry_function(ipython):
     assert "| `id` | int | integer | no |" in review
     assert "| `age` | int | integer | yes, as the field left out |" in review
     assert "| `note` | str | string | yes, as None |" in review
+
+
+def test_values_a_column_cannot_hold_are_refused_naming_the_field(ipython, serve):
+    ok_cell(ipython, """
+        import numpy as np
+        import pandas as pd
+        frame = pd.DataFrame({"floor": np.array([1, 2], dtype=np.int8), "port": np.array([80, 443], dtype=np.uint16),
+                              "temp": np.array([20.5, 21.0], dtype=np.float32), "amount": [1.0, 2.0]})
+        X32 = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    """)
+    ok_cell(ipython, """
+        %%ship bounds --sample frame --no-verify
+        def predict(frame):
+            return (frame["floor"].astype(float) + frame["port"] + frame["temp"] + frame["amount"]).to_numpy()
+    """)
+    ok_cell(ipython, """
+        %%ship narrow --sample X32 --no-verify
+        def predict(x):
+            return x.sum(axis=1)
+    """)
+    service = serve(Path("services/bounds").resolve())
+    good = {"floor": 3, "port": 8080, "temp": 19.5, "amount": 3.0}
+    assert service.post("/predict", {"instances": [good]}).status_code == 200
+    for field, value in (("floor", 300), ("port", -1), ("port", 70000), ("temp", 1e300)):
+        response = service.post("/predict", {"instances": [{**good, field: value}]})
+        assert response.status_code == 422, (field, value, response.text)
+        assert f"instances[0].{field}" in response.text and "model_error" not in response.text
+    for literal in (b"NaN", b"Infinity", b"1e400"):  # pydantic's JSON reader would take them as floats
+        body = b'{"instances": [{"floor": 3, "port": 80, "temp": 1.0, "amount": ' + literal + b"}]}"
+        response = httpx.post(f"{service.url}/predict", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and "instances[0].amount" in response.text, (literal, response.text)
+    narrow = serve(Path("services/narrow").resolve())
+    assert narrow.post("/predict", {"instances": [[1.0, 2.0]]}).json()["predictions"] == [3.0]
+    response = narrow.post("/predict", {"instances": [[1e300, 2.0]]})  # the numbers-only fast path too
+    assert response.status_code == 422 and "instances[0][0]" in response.text, response.text

@@ -257,3 +257,32 @@ def test_outputs_to_json_and_compare_predictions():
         "prediction 0", "prediction 1", "prediction 2", "prediction 3", "prediction 4[0]",
     ]  # fmt: skip
     assert convert.compare_predictions([1], [1, 2], 1e-6) == ["expected 1 predictions, got 2"]
+
+
+def test_output_types_come_from_the_dtype_where_the_sample_cannot_tell():
+    frame = pd.DataFrame({"total": [1.5, 2.5], "discount": [np.nan, np.nan], "flag": pd.array([True, False], dtype="boolean")})
+    columns = {c.name: (c.json_type, c.nullable) for c in infer_output_schema(frame, 2).columns}
+    # NaN on every sample row is still a number; a pandas nullable dtype may answer null on other rows.
+    assert columns == {"total": ("number", True), "discount": ("number", True), "flag": ("boolean", True)}
+    counts = infer_output_schema(pd.Series([1, 2], dtype="Int64"), 2)
+    assert (counts.json_type, counts.nullable) == ("integer", True)
+    plain = infer_output_schema(np.array([1, 2]), 2)
+    assert (plain.json_type, plain.nullable) == ("integer", False)
+
+
+def test_time_outputs_are_iso_strings_at_their_precision_and_time_differences_are_refused():
+    stamps = np.array(["2024-05-25T02:23:16.947426539", "NaT"], dtype="datetime64[ns]")
+    assert convert.result_rows(stamps) == ["2024-05-25T02:23:16.947426539", None]
+    assert convert.result_rows(pd.Series(stamps)) == ["2024-05-25T02:23:16.947426539", None]
+    schema = infer_output_schema(pd.Series(stamps), 2)
+    assert (schema.json_type, schema.nullable) == ("string", True)
+    with pytest.raises(ValueError, match="total_seconds"):
+        convert.result_rows(np.array([1, 2], dtype="timedelta64[us]"))
+
+
+def test_times_finer_than_a_microsecond_are_refused_with_the_fix():
+    fine = pd.DataFrame({"at": pd.to_datetime([1.7e9 + 0.123456789], unit="s")})
+    assert fine["at"].dt.nanosecond.iloc[0] != 0
+    with pytest.raises(UnsupportedSample, match=r"finer than a microsecond.*dt.floor\('us'\)"):
+        infer_input_schema(fine)
+    infer_input_schema(fine.assign(at=fine["at"].dt.floor("us")))  # rounded: accepted

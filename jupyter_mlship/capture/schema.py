@@ -138,6 +138,13 @@ def _series_column(name: str, series: Any) -> Column:
             categories=categories,
         )
     if pd.api.types.is_datetime64_any_dtype(dtype):
+        present = series.dropna()
+        if present.dt.unit == "ns" and bool((present.dt.nanosecond != 0).any()):
+            raise UnsupportedSample(
+                f"{where} holds times finer than a microsecond, which a request's ISO 8601 strings cannot "
+                f"bring to the service (they are read to the microsecond); round them in the sample and the "
+                f"training data, e.g. frame[{name!r}] = frame[{name!r}].dt.floor('us')"
+            )
         return Column(name=name, dtype=str(dtype), json_type="string")
     if pd.api.types.is_string_dtype(dtype) and dtype != object:
         return Column(name=name, dtype=str(dtype), json_type="string")
@@ -332,6 +339,7 @@ def infer_output_schema(result: Any, n_rows: int) -> OutputSchema:
     """What the entry function returns per instance, from its result on the sample."""
     rows = _convert().outputs_to_json(result, {}, n_rows)
     container = _container_name(result)
+    dtype = str(getattr(result, "dtype", "") or "")  # an array's or Series' (a DataFrame's are per column)
     present = [row for row in rows if row is not None]
     if present and all(isinstance(row, dict) for row in present):
         names: dict[str, None] = {}
@@ -340,13 +348,17 @@ def infer_output_schema(result: Any, n_rows: int) -> OutputSchema:
         dtypes = {str(k): str(v) for k, v in getattr(result, "dtypes", {}).items()}
         columns = []
         for name in names:
+            dtype = dtypes.get(name, "object")
             json_type = _output_json_type([row.get(name) for row in present])
+            if json_type == "any":  # e.g. NaN on every sample row: the column's dtype still says what it holds
+                json_type = _dtype_json_type(dtype) or "string"
             columns.append(
                 Column(
                     name=name,
-                    dtype=dtypes.get(name, "object"),
-                    json_type="string" if json_type == "any" else json_type,
-                    nullable=json_type in ("number", "any") or any(row.get(name) is None for row in present),
+                    dtype=dtype,
+                    json_type=json_type,
+                    nullable=json_type == "number" or _dtype_nullable(dtype)
+                    or any(row.get(name) is None for row in present),
                 )
             )
         return OutputSchema(kind="record", container=container, columns=columns)
@@ -360,15 +372,37 @@ def infer_output_schema(result: Any, n_rows: int) -> OutputSchema:
             json_type=json_type,
             width=widths.pop() if len(widths) == 1 else None,
             # NaN/inf in a float output is sent as null, so float outputs are always nullable.
-            nullable=json_type in ("number", "any") or any(v is None for v in values),
+            nullable=json_type in ("number", "any") or any(v is None for v in values) or _dtype_nullable(dtype),
         )
     json_type = _output_json_type(rows)
+    if json_type == "any" and not present:
+        json_type = _dtype_json_type(dtype) or "any"
     return OutputSchema(
         kind="scalar",
         container=container,
         json_type=json_type,
-        nullable=json_type in ("number", "any") or len(present) < len(rows),
+        nullable=json_type in ("number", "any") or len(present) < len(rows) or _dtype_nullable(dtype),
     )
+
+
+def _dtype_json_type(dtype: str) -> str | None:
+    """The JSON type of a numpy/pandas dtype's values, or None when the dtype does not say."""
+    name = dtype.lower()
+    if name.startswith(("float", "double")):
+        return "number"
+    if name.startswith(("int", "uint")):
+        return "integer"
+    if name in ("bool", "boolean"):
+        return "boolean"
+    if name.startswith(("datetime64", "str", "string")):
+        return "string"
+    return None
+
+
+def _dtype_nullable(dtype: str) -> bool:
+    """Is this one of the dtypes made to hold missing values, which other inputs than the sample's may
+    give: pandas' nullable ones (Int64, Float64, boolean, string) and times (NaT)."""
+    return dtype[:1].isupper() or dtype == "boolean" or dtype.startswith(("string", "datetime64"))
 
 
 def _output_json_type(values: list) -> str:

@@ -50,7 +50,46 @@ def input_annotation(column: dict) -> str:
         annotation = "AwareIsoDatetime" if "," in column["dtype"] else "NaiveIsoDatetime"
     else:
         annotation = INPUT_TYPES[column["json_type"]]
+        limits = value_limits(str(column.get("dtype") or ""), column["json_type"])
+        if limits:
+            annotation = f"Annotated[{annotation}, Field({limits})]"
     return f"{annotation} | None" if column.get("nullable") else annotation
+
+
+def value_limits(dtype: str, json_type: str) -> str:
+    """Field arguments that keep a value inside what its column's dtype holds: an int8 column refuses 300
+    with a 422 naming the field (not an OverflowError in the model's conversion); numbers are finite
+    (pydantic's JSON reader takes NaN, Infinity and 1e400), and within float32's range for float32."""
+    numpy_dtype = _numpy_dtype(dtype)
+    if json_type == "integer" and numpy_dtype is not None and numpy_dtype.kind in "iu":
+        import numpy as np
+
+        info = np.iinfo(numpy_dtype)
+        return f"ge={int(info.min)}, le={int(info.max)}"
+    if json_type == "number":
+        top = float_limit(dtype)
+        return f"allow_inf_nan=False, ge={-top!r}, le={top!r}" if top else "allow_inf_nan=False"
+    return ""
+
+
+def float_limit(dtype: str) -> float | None:
+    """The largest value of a float dtype narrower than float64 (float32: 3.4e38), else None."""
+    numpy_dtype = _numpy_dtype(dtype)
+    if numpy_dtype is None or numpy_dtype.kind != "f" or numpy_dtype.itemsize >= 8:
+        return None
+    import numpy as np
+
+    return float(np.finfo(numpy_dtype).max)
+
+
+def _numpy_dtype(dtype: str) -> Any:
+    """numpy's dtype for a sample's dtype name (pandas' Int8, Float32 too), or None."""
+    try:
+        import numpy as np
+
+        return np.dtype(dtype.lower()) if dtype else None
+    except (ImportError, TypeError):
+        return None
 
 
 def has_datetimes(input_schema: dict) -> bool:
@@ -134,6 +173,7 @@ class PythonSourceExtension(Extension):
             field_names=field_names,
             has_datetimes=has_datetimes,
             input_annotation=input_annotation,
+            float_limit=float_limit,
             output_annotation=output_annotation,
             model_fields=model_fields,
             typed_dict_fields=typed_dict_fields,

@@ -45,14 +45,15 @@ def instances_to_sample(instances: list, input_schema: dict) -> Any:
 _NUMBER_BYTES = b"0123456789.eE+-[], \t\r\n"
 
 
-def float_rows(body: bytes, width: int) -> Any | None:
+def float_rows(body: bytes, width: int, limit: float | None = None) -> Any | None:
     """``{"instances": [[number, ...], ...]}`` straight to a float64 matrix of ``width`` columns, else None.
 
     The usual body of an array model, parsed once (orjson) into one numpy array, which the converter,
     the batcher and monitoring then take as it is: no per-value validation and no list of lists to copy
     twice. Any other body (a null, a string, NaN, another key, a ragged row, a number orjson refuses)
-    gives None, and the schema's strict validation decides and names the problem, as for every kind.
-    The values are those pydantic reads: both parsers round each number to the nearest float64."""
+    gives None, and the schema's strict validation decides and names the problem, as for every kind; so
+    does a value beyond ``limit`` (the range of a float32 model's input). The values are those pydantic
+    reads: both parsers round each number to the nearest float64."""
     key, _, rest = body.partition(b":")
     rest = rest.rstrip()
     array = rest[:-1]
@@ -69,6 +70,8 @@ def float_rows(body: bytes, width: int) -> Any | None:
         # is not a number, such as a nested list, stops it with a TypeError.
         values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
     except (ImportError, ValueError, TypeError, OverflowError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if limit is not None and not (np.abs(values) <= limit).all():  # beyond float32: validation names it
         return None
     return values.reshape(len(rows), width)
 
@@ -283,6 +286,12 @@ def _array_rows(array: Any) -> list:
         return array.tolist()  # cannot hold NaN: no per-value work
     if array.dtype.kind == "f" and np.isfinite(array).all():
         return array.tolist()
+    if array.dtype.kind == "M":  # ISO 8601 at the array's own precision (tolist gives integers for ns)
+        text = np.datetime_as_string(array)
+        return np.where(np.isnat(array), None, text).tolist()
+    if array.dtype.kind == "m":
+        raise ValueError("the entry function returned time differences (timedelta64), which JSON has no type "
+                         "for; return numbers, e.g. .dt.total_seconds()")
     return json_value(array.tolist())
 
 

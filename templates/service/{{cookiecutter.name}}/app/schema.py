@@ -103,7 +103,7 @@ def decode_request(body: bytes) -> Any:
 
     Raises pydantic.ValidationError naming each bad field.
     """
-    rows = float_rows(body, {{ input.width }})
+    rows = float_rows(body, {{ input.width }}{% if input.dtype | float_limit %}, limit={{ input.dtype | float_limit }}{% endif %})
     return rows if rows is not None else PredictRequest.model_validate_json(body).instances
 {%- else -%}
 def decode_request(body: bytes) -> list:
