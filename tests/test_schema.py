@@ -286,3 +286,10 @@ def test_times_finer_than_a_microsecond_are_refused_with_the_fix():
     with pytest.raises(UnsupportedSample, match=r"finer than a microsecond.*dt.floor\('us'\)"):
         infer_input_schema(fine)
     infer_input_schema(fine.assign(at=fine["at"].dt.floor("us")))  # rounded: accepted
+
+
+def test_python_backed_string_columns_keep_their_storage():
+    sample = pd.DataFrame({"segment": pd.array(["a", None, "c"], dtype="string[python]")})
+    schema, _, rebuilt = round_trip(sample)
+    assert schema.columns[0].dtype == "string[python]"
+    assert_same_frame(sample, rebuilt)

@@ -147,7 +147,10 @@ def _series_column(name: str, series: Any) -> Column:
             )
         return Column(name=name, dtype=str(dtype), json_type="string")
     if pd.api.types.is_string_dtype(dtype) and dtype != object:
-        return Column(name=name, dtype=str(dtype), json_type="string")
+        named = str(dtype)
+        if named == "string" and getattr(dtype, "storage", None) == "python":
+            named = "string[python]"  # str() drops the storage, and "string" reads back as pyarrow's
+        return Column(name=name, dtype=named, json_type="string")
     if dtype == object:
         return Column(name=name, dtype="object", json_type=_values_json_type(list(series), where))
     if pd.api.types.is_bool_dtype(dtype):
