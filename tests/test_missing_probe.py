@@ -133,13 +133,13 @@ def test_values_a_column_cannot_hold_are_refused_naming_the_field(ipython, serve
         import numpy as np
         import pandas as pd
         frame = pd.DataFrame({"floor": np.array([1, 2], dtype=np.int8), "port": np.array([80, 443], dtype=np.uint16),
-                              "temp": np.array([20.5, 21.0], dtype=np.float32), "amount": [1.0, 2.0]})
+                              "temp.c": np.array([20.5, 21.0], dtype=np.float32), "amount": [1.0, 2.0]})
         X32 = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     """)
     ok_cell(ipython, """
         %%ship bounds --sample frame --no-verify
         def predict(frame):
-            return (frame["floor"].astype(float) + frame["port"] + frame["temp"] + frame["amount"]).to_numpy()
+            return (frame["floor"].astype(float) + frame["port"] + frame["temp.c"] + frame["amount"]).to_numpy()
     """)
     ok_cell(ipython, """
         %%ship narrow --sample X32 --no-verify
@@ -147,14 +147,16 @@ def test_values_a_column_cannot_hold_are_refused_naming_the_field(ipython, serve
             return x.sum(axis=1)
     """)
     service = serve(Path("services/bounds").resolve())
-    good = {"floor": 3, "port": 8080, "temp": 19.5, "amount": 3.0}
+    good = {"floor": 3, "port": 8080, "temp.c": 19.5, "amount": 3.0}
     assert service.post("/predict", {"instances": [good]}).status_code == 200
-    for field, value in (("floor", 300), ("port", -1), ("port", 70000), ("temp", 1e300)):
+    for field, value in (("floor", 300), ("port", -1), ("port", 70000), ("temp.c", 1e300)):
         response = service.post("/predict", {"instances": [{**good, field: value}]})
         assert response.status_code == 422, (field, value, response.text)
-        assert f"instances[0].{field}" in response.text and "model_error" not in response.text
+        path = 'instances[0]["temp.c"]' if field == "temp.c" else f"instances[0].{field}"  # not a plain word: quoted
+        assert [p["field"] for p in response.json()["detail"]] == [path], response.text
+        assert "model_error" not in response.text
     for literal in (b"NaN", b"Infinity", b"1e400"):  # pydantic's JSON reader would take them as floats
-        body = b'{"instances": [{"floor": 3, "port": 80, "temp": 1.0, "amount": ' + literal + b"}]}"
+        body = b'{"instances": [{"floor": 3, "port": 80, "temp.c": 1.0, "amount": ' + literal + b"}]}"
         response = httpx.post(f"{service.url}/predict", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422 and "instances[0].amount" in response.text, (literal, response.text)
     narrow = serve(Path("services/narrow").resolve())

@@ -107,7 +107,7 @@ from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: 
 from app.inference_log import json_bytes as dumps  # noqa: E402  orjson where pinned, else json
 from app import monitoring_routes  # noqa: E402  data monitoring: log, drift, guard, /feedback, /monitoring
 from app.monitoring import MONITOR, RequestIdMiddleware, new_request_id  # noqa: E402
-from app.monitoring import REQUEST_ID_PROBLEM, valid_request_id  # noqa: E402
+from app.monitoring import REQUEST_ID_PROBLEM, member, valid_request_id  # noqa: E402
 from app.monitoring import request_id as current_request_id  # noqa: E402  (set by RequestIdMiddleware)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -529,7 +529,7 @@ def field_path(location: tuple | list) -> str:
     for part in location:
         if part == "body" and not path:
             continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        path += f"[{part}]" if isinstance(part, int) else (member(str(part)) if path else str(part))
     return path or "body"
 
 

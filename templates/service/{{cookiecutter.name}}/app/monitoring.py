@@ -156,11 +156,16 @@ def _floats(values: list) -> np.ndarray:
                          for v in values], dtype=float)
 
 
+def member(name: str) -> str:
+    """A field in a path for messages: .age, or ["m.1"] where a name is not a plain word."""
+    return f".{name}" if name.isidentifier() else f"[{json.dumps(name, ensure_ascii=False)}]"
+
+
 def feature_path(input_schema: dict, index: int, name: str) -> str:
     """Where a feature's value sits in the request, for messages: instances[3].age, instances[3][2]."""
     kind = input_schema["kind"]
     if kind in ("dataframe", "records"):
-        return f"instances[{index}].{name}"
+        return f"instances[{index}]{member(name)}"
     if kind == "ndarray" and name.startswith("x") and name[1:].isdigit():
         return f"instances[{index}][{name[1:]}]"
     if kind in ("ndarray", "strings"):
