@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from support.notebooks import ok_cell
 
 
@@ -296,3 +298,87 @@ def test_a_top_level_lambda_ships_as_its_line_and_global_state_is_reported(ipyth
     warnings = json.loads(Path("services/lam/ship.json").read_text())["warnings"]
     assert any("`count_call` assigns the global `CALLS`" in w for w in warnings), warnings
     assert "assigns the global \\`CALLS\\`" in Path("services/lam/REVIEW.md").read_text()  # Markdown-escaped
+
+
+def test_code_and_models_made_under_time_magics_are_found_and_credited(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.linear_model import Ridge, LinearRegression
+        X = np.random.default_rng(0).normal(size=(30, 2))
+        model = LinearRegression().fit(X, X[:, 0])
+    """)
+    ok_cell(ipython, """
+        %%time
+        SCALE = 2.0
+        def scale_feats(x):
+            return x * SCALE
+        ridge = Ridge().fit(scale_feats(X), X[:, 1])
+    """)
+    ok_cell(ipython, """
+        %time model = Ridge(alpha=0.5).fit(X, X[:, 0])
+    """)
+    ok_cell(ipython, """
+        %%ship timed --sample X[:5] --no-verify
+        def predict(x):
+            return ridge.predict(scale_feats(x)) + model.predict(x)
+    """)
+    assert "def scale_feats(x):" in features(Path("services/timed"))
+    cells = {c["name"]: c["cell"] for c in json.loads(Path("services/timed/ship.json").read_text())["captured"]}
+    # In[1] is the fixture's %load_ext: the %%time cell is In[3], the %time line In[4].
+    assert (cells["scale_feats"], cells["ridge"], cells["SCALE"], cells["model"]) == (3, 3, 3, 4)
+
+
+def test_an_entry_function_whose_answers_change_between_runs_is_refused_with_that_reason(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.ones((4, 2))
+    """)
+    result = ipython.run_cell("%%ship noisy --sample X --no-verify\ndef predict(x):\n"
+                              "    return x.sum(axis=1) + np.random.normal(size=len(x))\n")
+    message = str(result.error_in_exec)
+    assert "different outputs when run twice" in message and "seed" in message
+    assert not Path("services/noisy").exists()
+
+
+def test_notebook_code_deleted_after_a_model_was_built_with_it_is_still_shipped(ipython, serve):
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.linear_model import LinearRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer
+        X = np.random.default_rng(1).normal(size=(30, 2))
+        def add_ctr(x):
+            return np.c_[x, x[:, 0] * x[:, 1]]
+        pipe = make_pipeline(FunctionTransformer(add_ctr), LinearRegression()).fit(X, X[:, 0] * 3)
+        del add_ctr
+    """)
+    ok_cell(ipython, """
+        %ship deleted --model pipe --sample X[:5] --no-verify
+    """)
+    assert "def add_ctr(x):" in features(Path("services/deleted"))
+    service = serve(Path("services/deleted").resolve())
+    rows = [[0.5, -1.0], [2.0, 3.0]]
+    response = service.post("/predict", {"instances": rows})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == ipython.user_ns["pipe"].predict(np.array(rows)).tolist()
+
+
+def test_reads_of_files_and_environment_variables_at_run_time_are_reported(ipython, tmp_path):
+    Path("rates.csv").write_text("region,rate\nn,1.5\ns,2.0\n")
+    ok_cell(ipython, """
+        import os
+        import numpy as np
+        import pandas as pd
+        X = np.ones((3, 2))
+        def rate_table():
+            return pd.read_csv("rates.csv")
+    """)
+    ok_cell(ipython, """
+        %%ship outside --sample X --no-verify
+        def predict(x):
+            threshold = float(os.environ.get("THRESHOLD", "0.5"))
+            return x.sum(axis=1) * rate_table()["rate"].iloc[0] > threshold
+    """)
+    warnings = json.loads(Path("services/outside/ship.json").read_text())["warnings"]
+    assert any("`rate_table` reads files" in w and "read_csv('rates.csv')" in w for w in warnings), warnings
+    assert any("`predict` reads the environment ('THRESHOLD')" in w for w in warnings), warnings

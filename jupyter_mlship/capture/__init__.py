@@ -87,6 +87,7 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     batching = prove_rowwise(lambda x: call_on_copy(run.call, x), run.sample, golden=golden,
                              input_schema=input_schema, output_schema=output_schema, convert=runtime_module("convert"))
     warnings += [f"`{name}` is used by the captured code but not defined in the notebook" for name in run.code.unresolved]
+    warnings += run.code.outside_inputs()
     warnings += [
         f"`{function}` assigns the global {', '.join(f'`{g}`' for g in sorted(written))}: in the service that is "
         "state of each worker process, starting from the notebook's value and never shared or reset"
@@ -248,14 +249,23 @@ def _monitoring(options: ShipOptions, run: _Run, input_schema: Any, output_schem
 
 
 def _check_determinism(run: _Run, output_schema: Any, golden: Any, warnings: list[str]) -> None:
+    """Run the entry function again on the sample: a service must answer what the notebook answered, and
+    its golden test compares exactly that, so outputs that change between runs are refused here, with
+    the reason (they would otherwise fail later, as a conversion or a verify failure)."""
     convert = runtime_module("convert")
     try:
         again = convert.outputs_to_json(call_on_copy(run.call, run.sample), output_schema.model_dump(),
                                         len(golden.instances))
-        if convert.compare_predictions(golden.predictions, again, golden.float_rel_tol):
-            warnings.append(f"the entry function {run.where} gives different outputs when run twice on the sample")
     except Exception as exc:
         warnings.append(f"the entry function {run.where} failed when run a second time: {exc}")
+        return
+    differences = convert.compare_predictions(golden.predictions, again, golden.float_rel_tol)
+    if differences:
+        raise ShipError(
+            f"the entry function {run.where} gives different outputs when run twice on the same sample "
+            f"({differences[0]}): seed its randomness (e.g. np.random.default_rng(0) inside the function) or "
+            "remove it, so that the service answers what the notebook answers"
+        )
 
 
 def _save_artifacts(run: _Run, input_schema: Any, output_schema: Any, golden: Any, features_text: str,

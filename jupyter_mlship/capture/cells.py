@@ -129,7 +129,28 @@ def _definition_text(tree: ast.Module, source: str, name: str) -> str | None:
 
 def strip_magics(source: str) -> str:
     """Cell text without IPython-only lines, so `ast` can read it (line numbers kept)."""
-    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in python_of_timing_magics(source).splitlines())
+
+
+# Magics whose body (cell) or rest of the line (line) is Python run in the notebook's namespace: what
+# they define or assign is the notebook's, e.g. a model trained under `%%time`.
+PYTHON_BODY_MAGICS = ("time", "capture", "prun")
+
+
+def python_of_timing_magics(source: str) -> str:
+    """``%%time`` (and ``%%capture``, ``%%prun``) cells as their body, ``%time x = f()`` lines as the
+    statement, line numbers kept; anything else unchanged."""
+    lines = source.splitlines()
+    first = lines[0].strip().split() if lines else []
+    if first and first[0] in {f"%%{m}" for m in PYTHON_BODY_MAGICS}:
+        lines[0] = ""
+    for index, line in enumerate(lines):
+        stripped = line.lstrip()
+        word, _, rest = stripped.partition(" ")
+        if word in {f"%{m}" for m in PYTHON_BODY_MAGICS} and rest.strip():
+            lines[index] = line[: len(line) - len(stripped)] + rest.lstrip()
+    return "\n".join(lines)
 
 
 def _shell_transform(shell: Any) -> Callable[[str], str]:
@@ -139,6 +160,7 @@ def _shell_transform(shell: Any) -> Callable[[str], str]:
         return strip_magics
 
     def transform(source: str) -> str:
+        source = python_of_timing_magics(source)
         lines = source.splitlines()
         if lines and lines[0].lstrip().startswith("%%ship"):  # a ship cell's body is Python
             source = "\n".join([""] + lines[1:])

@@ -101,6 +101,25 @@ class CodeCapture:
             parts.append(_with_cell_comment(entry))
         return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
+    def outside_inputs(self) -> list[str]:
+        """Review warnings for shipped code that reads files or environment variables when it runs: what
+        it reads is not part of the project, yet decides its answers."""
+        warnings = []
+        for definition in sorted(self.definitions.values(), key=lambda d: d.order):
+            files, variables = outside_reads(definition.source)
+            if files:
+                warnings.append(
+                    f"`{definition.name}` reads files when it runs ({'; '.join(files[:3])}): the service has only "
+                    "the project's files, and a relative path depends on where it is started; read the data in a "
+                    "notebook cell into a variable that the code uses, and it is shipped as a model file"
+                )
+            if variables:
+                warnings.append(
+                    f"`{definition.name}` reads the environment ({', '.join(variables[:5])}) when it runs: the "
+                    "service's environment decides those values, while its golden test expects the notebook's"
+                )
+        return warnings
+
     def _definition_order(self, entry: Definition | None) -> list[tuple[str, str]]:
         """Definitions (in the notebook's order) then artifact loads, except where one needs the other first:
         a def or class needs the artifacts its defaults, decorators, base classes or class body read when it
@@ -133,6 +152,40 @@ class CodeCapture:
 
 
 LOAD_HEADER = "# Model artifacts: loaded once at start-up from model/, sha256-checked.\n"
+
+
+# Calls that read a file: pandas' read_*, numpy's and pathlib's readers, and load() of these modules.
+FILE_READERS = {"loadtxt", "genfromtxt", "fromfile", "read_text", "read_bytes"}
+LOADING_MODULES = {"np", "numpy", "joblib", "pickle", "torch", "json", "yaml", "pd", "pandas"}
+
+
+def outside_reads(source: str) -> tuple[list[str], list[str]]:
+    """What ``source`` reads from outside the project when it runs: file reads (as written) and the
+    names of environment variables (or the expressions that name them)."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return [], []
+    files: list[str] = []
+    variables: list[str] = []
+
+    def is_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+            isinstance(node, ast.Name) and node.id == "environ")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            base = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            if name == "open" or name.startswith("read_") or name in FILE_READERS or (
+                    name == "load" and base in LOADING_MODULES):
+                files.append(f"`{ast.unparse(node)[:80]}`")
+            elif name == "getenv" or (name == "get" and isinstance(func, ast.Attribute) and is_environ(func.value)):
+                variables.append(ast.unparse(node.args[0]) if node.args else "?")
+        elif isinstance(node, ast.Subscript) and is_environ(node.value):
+            variables.append(ast.unparse(node.slice))
+    return list(dict.fromkeys(files)), list(dict.fromkeys(variables))
 
 
 def _with_cell_comment(definition: Definition) -> str:
@@ -380,6 +433,10 @@ class MainReferenceScanner(pickle.Pickler):
             base_module = getattr(base, "__module__", None)
             if isinstance(base_module, str) and base_module != "__main__":
                 self.modules.add(base_module.split(".")[0])
+        if module == "__main__" and target is obj:
+            # Found: nothing to follow inside a name, and pickle's own check that the name still finds it
+            # would fail for code the notebook deleted since (`del add_ctr`), which is shipped all the same.
+            return (str, ("",))
         return NotImplemented
 
 
@@ -409,6 +466,8 @@ def _refuse_notebook_code(name: str, where: str, scanner: MainReferenceScanner, 
                 f"`{name}`{where} holds {qualname!r}, a lambda or nested function from the notebook; "
                 "define it with `def` at the top level of a cell so it can be shipped as source"
             )
+        if qualname.isidentifier() and qualname not in user_ns:  # deleted since (`del add_ctr`): shipped
+            continue
         live = user_ns.get(qualname)
         if live is not obj and decorated_notebook_function(qualname, live) is obj:
             raise ShipError(
@@ -439,6 +498,8 @@ class CodeWalker:
         self.user_ns = user_ns
         self.history = history
         self._assignment_cells: dict[str, int | None] = {}
+        # Notebook functions and classes that captured objects hold but the namespace no longer names.
+        self.held: dict[str, Any] = {}
 
     def capture(self, entry_name: str, entry: Any | None, start_names: Iterable[str] = ()) -> CodeCapture:
         captured = CodeCapture(entry_name=entry_name)
@@ -455,11 +516,11 @@ class CodeWalker:
         return captured
 
     def _classify(self, captured: CodeCapture, name: str, queue: list[str]) -> None:
-        if name not in self.user_ns:
+        if name not in self.user_ns and name not in self.held:
             if not hasattr(builtins, name):
                 captured.unresolved.append(name)
             return
-        value = self.user_ns[name]
+        value = self.user_ns[name] if name in self.user_ns else self.held[name]
         statement = import_statement(name, value)
         if statement is not None:
             captured.imports[name] = statement
@@ -474,7 +535,9 @@ class CodeWalker:
             self._refuse_inner_function(name, value)
             own_name = value.__name__
             if own_name != name and own_name.isidentifier():
-                if self.user_ns.get(own_name) is not value:
+                if own_name not in self.user_ns and own_name not in self.held:  # `del build` after `make_X = build`
+                    self.held[own_name] = value
+                if self.user_ns.get(own_name, self.held.get(own_name)) is not value:
                     raise ShipError(
                         f"`{name}`{_cell_text(self.assignment_cell(name))} holds an older definition of "
                         f"`{own_name}`, which a later cell redefined; re-run the cell that assigns `{name}` "
@@ -505,6 +568,9 @@ class CodeWalker:
         captured.artifacts[name] = value
         captured.cells[name] = cell
         captured.notebook_refs[name] = set(scanner.main_objects)
+        for qualname, obj in scanner.main_objects.items():  # notebook code deleted since: shipped all the same
+            if qualname.isidentifier() and qualname not in self.user_ns:
+                self.held.setdefault(qualname, obj)
         captured.artifact_modules[name] = set(scanner.modules)
         self._add_modules(captured, scanner.modules)
         queue.extend(scanner.main_objects)
