@@ -342,3 +342,78 @@ def test_diff_reports_pins_and_schema_changes_for_a_reviewer(projects):
     assert "~ numpy: " in text and "→ 0.0.1+" in text
     assert "~ request width: 2 → 3" in text and "~ request nullable: False → True" in text
     assert diff_refs(None, str(first), str(first)).identical
+
+
+# --- what a push and a pull refuse --------------------------------------------------------------------
+
+
+def test_a_push_refuses_a_bad_model_name_and_model_files_changed_since_export(projects, registry_env, tmp_path):
+    registry = open_registry()
+    ship = projects[0] / "ship.json"
+    spec = json.loads(ship.read_text())
+    for bad in ("../evil", "Clf"):
+        ship.write_text(json.dumps({**spec, "name": bad}))
+        with pytest.raises(RegistryError, match="invalid model name"):
+            registry.push(projects[0])
+    assert not (tmp_path / "evil").exists() and not registry_env.exists()
+    ship.write_text(json.dumps(spec))
+
+    model = projects[0] / "model" / "clf.skops"
+    original = model.read_bytes()
+    model.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one flipped bit after the export
+    with pytest.raises(RegistryError, match=r"model/clf.skops is not the file that was exported and verified"):
+        registry.push(projects[0])
+    model.write_bytes(original)
+    assert registry.push(projects[0]).version == "1"
+
+
+def test_concurrent_pushes_of_the_same_project_give_one_version(exports, tmp_path, monkeypatch):
+    import threading
+
+    for attempt in range(4):
+        monkeypatch.setenv("MLSHIP_REGISTRY", str(tmp_path / f"registry-{attempt}"))
+        copies = [copy_project(exports[0], tmp_path / f"a{attempt}-{i}") for i in range(4)]
+        barrier = threading.Barrier(len(copies))
+        versions: list = []
+
+        def push(project, barrier=barrier, versions=versions):
+            registry = open_registry()  # a client of its own, as another user's
+            barrier.wait()
+            versions.append(registry.push(project).version)
+
+        threads = [threading.Thread(target=push, args=(p,)) for p in copies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert versions == ["1"] * len(copies), versions
+        assert [r.version for r in open_registry().versions("churn")] == ["1"]
+
+
+def test_a_pull_writes_nothing_outside_its_folder_and_names_what_it_cannot_write(projects, registry_env, tmp_path):
+    registry = open_registry()
+    registry.push(projects[0])
+    record_file = registry_env / "churn/versions/1/version.json"
+    record = json.loads(record_file.read_text())
+    some = next(iter(record["files"].values()))
+    hostile = {**record, "files": {**record["files"], "../../escaped.txt": some}}
+    record_file.write_text(json.dumps(hostile))
+    with pytest.raises(RegistryError, match=r"lists the file '../../escaped.txt', which is not inside a project"):
+        registry.pull("churn@1", tmp_path / "deep" / "pulled")
+    assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path / "deep").exists()
+    record_file.write_text(json.dumps(record))
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(RegistryError, match="is a file"):
+        registry.pull("churn@1", a_file)
+    with pytest.raises(RegistryError, match=r"cannot write .*a-file/x"):
+        registry.pull("churn@1", a_file / "x")
+    out = registry.pull("churn@1", tmp_path / "pulled")
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..fsutil import sha256_file
 from ..spec import RegistryInfo, ShipSpec
-from .refs import RegistryError
+from .refs import RegistryError, validate_model_name
 
 if TYPE_CHECKING:
     from .store import Registry, VersionRecord
@@ -90,6 +90,16 @@ class ProjectFiles:
             spec = ShipSpec.read(folder / "ship.json")
         except ValueError as exc:
             raise RegistryError(str(exc).splitlines()[0]) from exc
+        validate_model_name(spec.name)  # it names the registry's folders: never ../ or other surprises
+        for artifact in spec.artifacts:  # what a push publishes as verified is what was verified
+            path = folder / "model" / artifact.file
+            if not path.is_file():
+                raise RegistryError(f"{folder}: model/{artifact.file} is missing; export the project again")
+            if sha256_file(path) != artifact.sha256:
+                raise RegistryError(
+                    f"{folder}: model/{artifact.file} is not the file that was exported and verified (its sha256 "
+                    "differs from ship.json's); export the project again rather than editing its model files"
+                )
         review_path = folder / "REVIEW.md"
         review = review_path.read_text(encoding="utf-8") if review_path.is_file() else ""
         paths = sorted(

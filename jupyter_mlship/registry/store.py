@@ -45,6 +45,7 @@ from .refs import (
 
 REGISTRY_ENV = "MLSHIP_REGISTRY"
 SEQ_FILE = re.compile(r"^(\d{10})\.json$")
+CONTENT_LOCK_S = 600.0  # a push of the same bytes that holds its lock longer than this has died
 DEFAULT_GC_AGE_S = 3600.0  # an uncommitted version younger than this may be a push still running
 
 
@@ -423,6 +424,11 @@ class Registry:
                 if same is not None:
                     files.stamp_local(same)
                     return same
+                pushed = self._own_content(name, files.content_sha256)  # the same bytes pushed meanwhile
+                if pushed is not None:
+                    files.stamp_local(pushed)
+                    return pushed
+                records = self._versions(name)  # others may have pushed other bytes while this one waited
             parent = records[-1].version if records else None
             version = self._claim(name, version)
             record = files.record(self, version, parent)
@@ -434,7 +440,11 @@ class Registry:
                 # whatever stays behind is invisible (no version.json) and `gc` removes it.
                 with contextlib.suppress(Exception):
                     self.fs.rm(base, recursive=True)
+                with contextlib.suppress(Exception):
+                    self.fs.rm(self._content_lock(name, files.content_sha256))
                 raise
+        with contextlib.suppress(Exception):  # committed: later pushes of these bytes find the version itself
+            self.fs.rm(self._content_lock(name, files.content_sha256))
         files.stamp_local(record)
         return record
 
@@ -456,6 +466,42 @@ class Registry:
         # The commit: until this object exists the version is invisible to every reader.
         self._create_exclusive(f"{base}/version.json", (json.dumps(record.to_json(), indent=2) + "\n").encode())
         record.created = True
+
+    def _content_lock(self, name: str, content_sha256: str) -> str:
+        return self._p(name, "pushing", f"{content_sha256}.json")
+
+    def _own_content(self, name: str, content_sha256: str) -> VersionRecord | None:
+        """Become the one pusher of these bytes (a lock object, created exclusively), or, where another
+        push of the same bytes holds it, wait for that version and return it: concurrent pushes of one
+        project give one version. A lock older than CONTENT_LOCK_S is a push that died: taken over."""
+        lock = self._content_lock(name, content_sha256)
+
+        def pushed() -> VersionRecord | None:
+            self._fresh()
+            return next((r for r in self._versions(name) if r.content_sha256 == content_sha256), None)
+
+        while True:
+            try:
+                self._create_exclusive(lock, json.dumps({"by": current_user(), "time": time.time()}).encode())
+            except FileExistsError:
+                same = pushed()
+                if same is not None:
+                    return same
+                try:
+                    started = float(json.loads(self.fs.cat_file(lock)).get("time", 0))
+                except (OSError, ValueError, AttributeError):
+                    started = 0.0  # gone meanwhile, or unreadable: try again at once
+                if time.time() - started > CONTENT_LOCK_S:
+                    with contextlib.suppress(Exception):
+                        self.fs.rm(lock)
+                else:
+                    time.sleep(0.2)
+                continue
+            same = pushed()  # committed just before its pusher let the lock go
+            if same is not None:
+                with contextlib.suppress(Exception):
+                    self.fs.rm(lock)
+            return same
 
     def _claim(self, name: str, version: str | None) -> str:
         """Own a version number by creating its claim.json exclusively (two pushers never share one)."""
@@ -487,12 +533,27 @@ class Registry:
         import tempfile
 
         out = Path(out).expanduser().absolute()
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise RegistryError(f"{out} is a file: pull into a new folder")
+        if out.exists() and any(out.iterdir()):
             raise RegistryError(f"{out} already exists and is not empty: pull into a new folder")
         record = self.resolve(ref)
         base = self._version_dir(record.name, record.version)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
+        for path in record.files:  # version.json names the files: none may land outside the folder
+            parts = path.split("/")
+            if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
+                raise RegistryError(
+                    f"{record.name} version {record.version} lists the file {path!r}, which is not inside a "
+                    "project (version.json tampered with?); nothing was written"
+                )
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
+        except OSError as exc:
+            raise RegistryError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # a folder as mkdir makes it, not mkdtemp's private 0700
         try:
             with self._errors(f"pulling {record.name} {record.version}"):
                 paths = sorted(record.files)
@@ -539,6 +600,11 @@ class Registry:
                         continue
                     self.fs.rm(folder, recursive=True)
                     removed.append(f"{model}/versions/{number}")
+                for lock in self._ls_names(self._p(model, "pushing")):  # content locks of pushes that died
+                    started = (self._read_json(self._p(model, "pushing", lock)) or {}).get("time", 0)
+                    if time.time() - float(started) >= older_than:
+                        self.fs.rm(self._p(model, "pushing", lock))
+                        removed.append(f"{model}/pushing/{lock}")
         self._fresh()
         return removed
 
