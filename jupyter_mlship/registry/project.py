@@ -91,15 +91,6 @@ class ProjectFiles:
         except ValueError as exc:
             raise RegistryError(str(exc).splitlines()[0]) from exc
         validate_model_name(spec.name)  # it names the registry's folders: never ../ or other surprises
-        for artifact in spec.artifacts:  # what a push publishes as verified is what was verified
-            path = folder / "model" / artifact.file
-            if not path.is_file():
-                raise RegistryError(f"{folder}: model/{artifact.file} is missing; export the project again")
-            if sha256_file(path) != artifact.sha256:
-                raise RegistryError(
-                    f"{folder}: model/{artifact.file} is not the file that was exported and verified (its sha256 "
-                    "differs from ship.json's); export the project again rather than editing its model files"
-                )
         review_path = folder / "REVIEW.md"
         review = review_path.read_text(encoding="utf-8") if review_path.is_file() else ""
         paths = sorted(
@@ -109,14 +100,24 @@ class ProjectFiles:
             and p.relative_to(folder).parts[0] not in SKIPPED_TOP
         )
         lines = []
+        digests: dict[str, str] = {}
         for path in paths:
             if path == "ship.json":
                 digest = hashlib.sha256(spec.model_copy(update={"registry": None}).model_dump_json().encode()).hexdigest()
             elif path == "REVIEW.md":
                 digest = hashlib.sha256(strip_review_section(review).encode()).hexdigest()
             else:
-                digest = sha256_file(folder / path)
+                digest = digests[path] = sha256_file(folder / path)
             lines.append(f"{path}\0{digest}\n")
+        for artifact in spec.artifacts:  # what a push publishes as verified is what was verified
+            found = digests.get(f"model/{artifact.file}")
+            if found is None:
+                raise RegistryError(f"{folder}: model/{artifact.file} is missing; export the project again")
+            if found != artifact.sha256:
+                raise RegistryError(
+                    f"{folder}: model/{artifact.file} is not the file that was exported and verified (its sha256 "
+                    "differs from ship.json's); export the project again rather than editing its model files"
+                )
         content = hashlib.sha256("".join(lines).encode()).hexdigest()
         return cls(folder=folder, spec=spec, review=review, paths=paths, content_sha256=content)
 
