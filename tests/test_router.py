@@ -237,6 +237,10 @@ def test_bandit_sends_most_traffic_to_the_better_version(churn, router):
     # A request is rewarded once; an unknown one is a clear 404.
     again = httpx.post(f"{front.url}/feedback", json={"request_id": answer.headers["X-Request-ID"], "reward": 1})
     assert again.status_code == 404 and "unknown" in again.json()["detail"]
+    for reward in (b"NaN", b"1e999", b'"yes"'):  # refused naming the field, never a 500
+        bad = httpx.post(f"{front.url}/feedback", content=b'{"request_id": "r", "reward": ' + reward + b"}",
+                         headers={"content-type": "application/json"})
+        assert bad.status_code == 422 and "reward" in bad.json()["message"], (reward, bad.text)
 
 
 @pytest.fixture

@@ -52,6 +52,15 @@ def test_manifests_validate_and_compose_runs_the_version_images(project):
     ({"name": "m", "backends": BACKENDS, "policy": {"kind": "shadow", "shadows": ["2"]}},
      "name the primary version"),
     ({"name": "m", "backends": BACKENDS, "policy": {"kind": "coin"}}, "policy"),
+    ({"name": "m", "backends": BACKENDS, "policy": {"kind": "split", "weights": {"1": float("inf"), "2": 1}}},
+     "finite"),
+    ({"name": "m", "backends": BACKENDS, "policy": {"kind": "split", "weights": {"1": True, "2": 1}}},
+     "valid number"),
+    ({"name": "m", "backends": BACKENDS, "policy": {"kind": "bandit", "arms": ["1", "1"]}}, "each version once"),
+    ({"name": "m", "backends": BACKENDS, "policy": {"kind": "shadow", "primary": "1", "shadows": ["1"]}},
+     "cannot also be its own shadow"),
+    ({"name": "m", "backends": {"1": "notaurl"}, "policy": {"kind": "split", "weights": {"1": 1}}},
+     "not an http:// or https:// URL"),
 ])
 def test_a_bad_table_is_refused_before_anything_is_written(tmp_path, routes, message):
     with pytest.raises(ValueError, match=message):

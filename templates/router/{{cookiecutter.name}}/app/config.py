@@ -55,7 +55,8 @@ class Sticky(Strict):
 
 class SplitPolicy(Strict):
     kind: Literal["split"]
-    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # strict: true/false are not weights; finite: an infinite weight would turn the split into NaN shares
+    weights: dict[str, Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]] = Field(default_factory=dict)
     sticky: Sticky | None = None
     salt: str = ""  # change it to reshuffle which users see which version
 
@@ -70,6 +71,14 @@ class ShadowPolicy(Strict):
 
     _text = field_validator("primary", "shadows", mode="before")(_as_text)
 
+    @model_validator(mode="after")
+    def distinct(self) -> ShadowPolicy:
+        if len(set(self.shadows)) != len(self.shadows):
+            raise ValueError("shadows: name each version once")
+        if self.primary is not None and self.primary in self.shadows:
+            raise ValueError(f"version {self.primary} is the primary: it cannot also be its own shadow")
+        return self
+
 
 class BanditPolicy(Strict):
     kind: Literal["bandit"]
@@ -80,6 +89,8 @@ class BanditPolicy(Strict):
 
     @model_validator(mode="after")
     def floor_fits(self) -> BanditPolicy:
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError("arms: name each version once")
         if self.floor * len(self.arms) > 1:
             raise ValueError(f"floor {self.floor} times {len(self.arms)} arms is more than all the traffic")
         return self
@@ -110,6 +121,14 @@ class Routes(Strict):
     state: State = Field(default_factory=State)
 
     _text_keys = field_validator("backends", mode="before")(_as_text)
+
+    @field_validator("backends")
+    @classmethod
+    def backend_urls(cls, backends: dict[str, str]) -> dict[str, str]:
+        for version, url in backends.items():
+            if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+                raise ValueError(f"backends.{version}: {url!r} is not an http:// or https:// URL")
+        return backends
 
     @model_validator(mode="after")
     def versions_have_backends(self) -> Routes:

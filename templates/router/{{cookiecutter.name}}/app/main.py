@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
@@ -177,6 +178,16 @@ async def lifespan(app: FastAPI):
 
 app = FastAPI(title="Model router", description="Routes predictions between model versions. See README.md.",
               lifespan=lifespan)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the input: a NaN or 1e999 in it cannot be sent as JSON
+    (FastAPI's own handler answered those with a 500)."""
+    problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                for e in exc.errors()]
+    message = "; ".join(".".join(str(p) for p in e["loc"][1:]) + f": {e['msg']}" for e in problems[:10])
+    return JSONResponse({"detail": problems, "message": message}, status_code=422)
 
 
 # --- choosing and forwarding --------------------------------------------------------------------------
@@ -392,7 +403,7 @@ async def route_only(request: Request) -> JSONResponse:
 
 class Feedback(BaseModel):
     request_id: str
-    reward: float = Field(ge=0, le=1)
+    reward: float = Field(ge=0, le=1, allow_inf_nan=False)
     outcome: Any = None  # passed on to the version's service; the reward when left out
 
 
