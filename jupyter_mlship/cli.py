@@ -376,7 +376,11 @@ def _monitor(args: argparse.Namespace) -> int:
     if args.html:
         from .monitor.html import write_html
 
-        print(f"report: {write_html(report, Path(args.html))}")
+        try:
+            print(f"report: {write_html(report, Path(args.html))}")
+        except OSError as exc:
+            print(f"mlship monitor: cannot write {args.html}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
 
 

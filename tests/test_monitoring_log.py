@@ -141,3 +141,28 @@ def test_files_carry_min_max_statistics_for_the_columns_queries_filter_on(tmp_pa
                        if group.column(i).is_stats_set}
     assert {"request_id", "ts", "model", "version", "latency_ms"} <= with_statistics
     assert not {"feature.a", "feature.d", "prediction"} & with_statistics
+
+
+def test_a_damaged_file_is_left_out_by_name_and_unscorable_outcomes_are_counted(tmp_path):
+    from jupyter_mlship.monitor.report import MonitorError, build_report, outcome_metrics
+    from support.notebooks import mlship
+
+    log = writer(tmp_path / "logs")
+    log.start()
+    log.put_predictions("r1", "demo", "2", checked(2), [1.5, 2.5], 0.004)
+    log.stop()
+    (written,) = (tmp_path / "logs" / "predictions").rglob("*.parquet")
+    cut = written.with_name("zz-other-replica.parquet")  # another writer's file, cut short by a crash
+    cut.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+    files = [written, cut]
+    report = build_report(str(tmp_path / "logs"))
+    assert report.predictions == 2 and report.warnings == [f"left out {files[1]}: not a readable Parquet file"]
+    result = mlship("monitor", str(tmp_path / "logs"), "--html", str(tmp_path / "no" / "such" / "r.html"))
+    assert "warning: left out" in result.stdout and result.returncode == 2
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+    files[0].write_bytes(b"not parquet")
+    with pytest.raises(MonitorError, match="no readable prediction files"):
+        build_report(str(tmp_path / "logs"))
+
+    pairs = [(1.5, 1.0), (2.0, "cat"), (2.0, float("nan")), (1.0, 2.0)]
+    assert outcome_metrics(pairs, "regression") == {"unscored": 2.0, "mae": 0.75, "rmse": pytest.approx(0.7905694)}

@@ -80,6 +80,10 @@ def test_request_ids_go_in_and_out_and_outcomes_need_one(project, tmp_path, serv
     assert bad.status_code == 400 and "X-Request-ID" in bad.json()["detail"]
     missing = httpx.post(f"{service.url}/feedback", json={"outcome": 1})
     assert missing.status_code == 422 and "request_id" in missing.text
+    for outcome in (b"NaN", b"1e999", b'{"score": [1, Infinity]}'):  # nothing anyone observed: refused
+        body = b'{"request_id": "r1", "outcome": ' + outcome + b"}"
+        refused = httpx.post(f"{service.url}/feedback", content=body, headers={"content-type": "application/json"})
+        assert refused.status_code == 422 and "no NaN or infinite number" in refused.text, (outcome, refused.text)
 
 
 def test_guard_counts_by_default_and_rejects_only_when_set(project, tmp_path, serve):

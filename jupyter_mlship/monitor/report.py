@@ -67,6 +67,7 @@ class MonitorReport:
     joined: int  # prediction rows with an outcome
     predictions: int
     outcomes: int
+    warnings: list[str] = field(default_factory=list)  # what was left out, and why
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -125,6 +126,20 @@ class LogReader:
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         return self.con.execute(sql, params or []).fetchall()
 
+    def unreadable(self) -> list[str]:
+        """The files that are not readable Parquet (cut short by a crash of some other writer, a stray
+        file), each once; left out of the reading from now on."""
+        bad = []
+        for table, paths in self.files.items():
+            for path in list(paths):
+                full = f"{self.protocol}://{path}" if self.protocol else path
+                try:
+                    self.con.execute("SELECT count(*) FROM parquet_file_metadata(?)", [full]).fetchall()
+                except Exception:  # noqa: BLE001 - duckdb.Error of any kind: this file cannot be read
+                    paths.remove(path)
+                    bad.append(path)
+        return bad
+
     def columns(self, table: str) -> list[str]:
         return [row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {self.source(table)}").fetchall()]
 
@@ -139,22 +154,42 @@ def _day_of(path: str) -> str:
 
 def build_report(url: str, project: Path | None = None, since: str | None = None,
                  storage_options: dict | None = None) -> MonitorReport:
+    """The report over the log's readable files; a file that is not readable Parquet is left out, named."""
+    import duckdb
+
     ship, reference = _project(project)
     reader = LogReader(url, storage_options)
     moment = parse_since(since)
+    try:
+        return _report(reader, url, project, moment, ship, reference)
+    except duckdb.Error as exc:
+        bad = reader.unreadable()
+        if not bad:
+            raise MonitorError(f"{url}: the inference log could not be read: {str(exc).splitlines()[0]}") from exc
+    if not reader.files["predictions"]:
+        raise MonitorError(f"{url}: no readable prediction files ({len(bad)} not Parquet, e.g. {bad[0]})")
+    report = _report(reader, url, project, moment, ship, reference)
+    report.warnings = [f"left out {path}: not a readable Parquet file" for path in bad]
+    return report
+
+
+def _report(reader: LogReader, url: str, project: Path | None, moment: _dt.datetime | None, ship: dict | None,
+            reference: dict | None) -> MonitorReport:
     # Files of earlier days are not even opened (their date= folder says so); the rest filter on ts.
     first_day = moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d") if moment else None
     where = f"WHERE ts >= TIMESTAMPTZ '{moment.isoformat()}'" if moment else ""
     predictions = reader.source("predictions", first_day)
-    reader.con.execute(f"CREATE TEMP VIEW p AS SELECT * FROM {predictions} {where}")
+    reader.con.execute(f"CREATE OR REPLACE TEMP VIEW p AS SELECT * FROM {predictions} {where}")
     if reader.files["outcomes"]:
         # The latest outcome per request wins (a correction replaces an earlier report).
         reader.con.execute(
-            f"CREATE TEMP VIEW o AS SELECT request_id, arg_max(outcome, ts) AS outcome, max(ts) AS outcome_ts "
+            f"CREATE OR REPLACE TEMP VIEW o AS SELECT request_id, arg_max(outcome, ts) AS outcome, "
+            f"max(ts) AS outcome_ts "
             f"FROM {reader.source('outcomes')} GROUP BY request_id")
         outcome_count = reader.query("SELECT count(*) FROM o")[0][0]
     else:
-        reader.con.execute("CREATE TEMP VIEW o AS SELECT NULL::VARCHAR AS request_id, NULL::VARCHAR AS outcome, "
+        reader.con.execute("CREATE OR REPLACE TEMP VIEW o AS SELECT NULL::VARCHAR AS request_id, "
+                           "NULL::VARCHAR AS outcome, "
                            "NULL::TIMESTAMPTZ AS outcome_ts WHERE false")
         outcome_count = 0
     output = (ship or {}).get("output") or {}
@@ -237,9 +272,13 @@ def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None
     pairs = [(p, o) for p, o in pairs if o is not None and p is not None]
     if not pairs:
         return {}
-    if task == "regression":
-        error = np.array([float(p) - float(o) for p, o in pairs])
-        return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean()))}
+    if task == "regression":  # outcomes that are not finite numbers ("cat", NaN) cannot be scored: counted
+        usable = [(float(p), float(o)) for p, o in pairs if _finite_number(p) and _finite_number(o)]
+        result = {"unscored": float(len(pairs) - len(usable))} if len(usable) < len(pairs) else {}
+        if usable:
+            error = np.array([p - o for p, o in usable])
+            result |= {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean()))}
+        return result
     scores = None
     if all(isinstance(p, list) for p, _ in pairs):  # probabilities: the label is the argmax
         labels = [int(np.argmax(p)) for p, _ in pairs]
@@ -256,6 +295,10 @@ def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None
         if auc is not None:
             result["auc"] = auc
     return result
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def macro_f1(predicted: list, truth: list) -> float:
@@ -381,6 +424,7 @@ def terminal_table(report: MonitorReport) -> str:
         lines += _columns(drift_rows)
     elif report.project is None:
         lines += ["", "(pass --project PROJECT for drift against the training data's profile)"]
+    lines += [f"warning: {warning}" for warning in report.warnings]
     return "\n".join(lines)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from app.monitoring import MONITOR
 
@@ -19,6 +20,18 @@ class Feedback(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=200, description="X-Request-ID of the prediction")
     outcome: JsonValue = Field(description="What really happened: a label, a number, true/false...")
+
+    @field_validator("outcome")
+    @classmethod
+    def finite(cls, outcome: JsonValue) -> JsonValue:
+        """NaN, Infinity and 1e400 (which JSON parsers read as infinite) are not outcomes anyone observed."""
+        values = [outcome]
+        while values:
+            value = values.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("an outcome holds no NaN or infinite number")
+            values += value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        return outcome
 
 
 class FeedbackAccepted(BaseModel):
