@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .build.cli import add_build_parser, build_main
 from .errors import ShipError
@@ -285,6 +286,29 @@ def _router_versions(args: argparse.Namespace, registry) -> list[str]:
     return [record.version for record in records[-2:]]
 
 
+def _check_same_requests(registry: Any, records: list) -> None:
+    """A router sends any request to any of its versions: they must take the same requests. Versions whose
+    requests differ in kind or fields are refused; smaller differences (a new category, a field that may
+    now be null) are printed for the reviewer."""
+    import json
+
+    from .registry.diff import schema_side_changes
+
+    inputs = [json.loads(registry.version_file(r, "ship.json"))["input"] for r in records]
+    first = inputs[0]
+    for record, other in zip(records[1:], inputs[1:]):
+        shape = [(s.get("kind"), s.get("width"), [c.get("name") for c in s.get("columns") or []]) for s in (first, other)]
+        changes = schema_side_changes("request", first, other)
+        if shape[0] != shape[1]:
+            raise ShipError(
+                f"versions {records[0].version} and {record.version} of {record.name} take different requests "
+                f"({'; '.join(changes[:3])}): a router sends every request to any of its versions; route "
+                "between versions with the same request fields"
+            )
+        for line in changes:
+            print(f"mlship router: note, version {record.version} against {records[0].version}: {line}", file=sys.stderr)
+
+
 def _router(args: argparse.Namespace) -> int:
     from .router import default_routes, render_router
 
@@ -298,8 +322,8 @@ def _router(args: argparse.Namespace) -> int:
             registry = open_registry(args.registry)
         versions = _router_versions(args, registry)
         if registry is not None and (args.serve or args.alias or args.registry):
-            for version in versions:
-                registry.resolve(f"{args.name}@{version}")  # an unknown version is refused before writing
+            records = [registry.resolve(f"{args.name}@{v}") for v in versions]  # unknown: refused before writing
+            _check_same_requests(registry, records)
         if args.alias:
             state = registry.aliases(args.name).get(args.alias)
             current = state.version if state else None

@@ -417,3 +417,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_router_over_versions_that_take_different_requests_is_refused(projects, registry_env, tmp_path):
+    registry = open_registry()
+    registry.push(projects[0])
+    ship = projects[1] / "ship.json"
+    spec = json.loads(ship.read_text())
+    width = spec["input"]["width"]  # an array model: one more feature
+    ship.write_text(json.dumps({**spec, "input": {**spec["input"], "width": width + 1}}))
+    registry.push(projects[1])
+    result = mlship("router", "churn", "--registry", str(registry_env), "--versions", "1,2",
+                    "--out", str(tmp_path / "router"))
+    assert result.returncode == 1 and not (tmp_path / "router").exists()
+    assert f"versions 1 and 2 of churn take different requests (~ request width: {width} → {width + 1})" in result.stderr

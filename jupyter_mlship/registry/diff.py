@@ -139,7 +139,7 @@ def _describe(column: dict[str, Any]) -> str:
     return text
 
 
-def _schema_side(title: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def schema_side_changes(title: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted((set(a) | set(b)) - {"columns"}):
         if a.get(key) != b.get(key):
@@ -158,8 +158,8 @@ def _schema_side(title: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def _schema(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return _schema_side("request", a.get("input") or {}, b.get("input") or {}) + \
-        _schema_side("response", a.get("output") or {}, b.get("output") or {})
+    return schema_side_changes("request", a.get("input") or {}, b.get("input") or {}) + \
+        schema_side_changes("response", a.get("output") or {}, b.get("output") or {})
 
 
 def _artifacts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -387,8 +387,8 @@ class Registry:
             stack = state.live_stack()
             if len(stack) < 2:
                 raise RegistryError(
-                    f"alias {alias!r} of {name} has no earlier version to roll back to (it has only pointed at "
-                    f"{state.version})"
+                    f"alias {alias!r} of {name} has no earlier version to roll back to: version {state.version} is "
+                    "where it started, or where earlier rollbacks brought it"
                 )
             return self._move_alias(name, alias, stack[-2], "rollback", state)
 
@@ -610,6 +610,17 @@ class Registry:
 
     def _names_without_versions(self) -> list[str]:
         return [n for n in self._ls_names(self.root) if not n.startswith(".")]
+
+    def version_file(self, record: VersionRecord, path: str) -> bytes:
+        """One file of a version (e.g. ship.json), sha256-checked."""
+        expected = record.files.get(path)
+        if expected is None:
+            raise RegistryError(f"{record.name} version {record.version} has no {path}")
+        with self._errors(f"reading {path} of {record.name} {record.version}"):
+            blob = self.fs.cat_file(f"{self._version_dir(record.name, record.version)}/project/{path}")
+        if hashlib.sha256(blob).hexdigest() != expected["sha256"]:
+            raise RegistryError(f"{path} of {record.name} version {record.version} does not match its sha256")
+        return blob
 
     def version_files(self, record: VersionRecord) -> dict[str, bytes]:
         """All of a version's files, sha256-checked (for diff)."""
