@@ -382,3 +382,21 @@ def test_reads_of_files_and_environment_variables_at_run_time_are_reported(ipyth
     warnings = json.loads(Path("services/outside/ship.json").read_text())["warnings"]
     assert any("`rate_table` reads files" in w and "read_csv('rates.csv')" in w for w in warnings), warnings
     assert any("`predict` reads the environment ('THRESHOLD')" in w for w in warnings), warnings
+
+
+def test_a_constant_of_a_local_module_changed_in_the_notebook_is_refused_by_name(ipython):
+    Path("feats.py").write_text("SCALE = 3.0\n\ndef scaled(x):\n    return x * SCALE\n")
+    ok_cell(ipython, """
+        import sys, os
+        sys.path.insert(0, os.getcwd())
+        import numpy as np
+        import feats
+        feats.SCALE = 6.0   # the notebook's value; the file still says 3.0
+        X = np.ones((2, 2))
+    """)
+    result = ipython.run_cell("%%ship patched --sample X --no-verify\ndef predict(x):\n"
+                              "    return feats.scaled(x).sum(axis=1)\n")
+    assert "feats.SCALE is 6.0 in the notebook but 3.0 in feats.py" in str(result.error_in_exec)
+    assert not Path("services/patched").exists()
+    ok_cell(ipython, "feats.SCALE = 3.0")
+    ok_cell(ipython, "%%ship patched --sample X --no-verify\ndef predict(x):\n    return feats.scaled(x).sum(axis=1)\n")

@@ -25,7 +25,7 @@ from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFind
 from .artifacts import choose_format, device_fallback
 from .batching import prove_rowwise
 from .cpu_builds import image_pins
-from .code import CellHistory, CodeCapture, CodeWalker, Definition, local_module_files
+from .code import CellHistory, CodeCapture, CodeWalker, Definition, changed_module_constants, local_module_files
 from .environment import (distributions_for_modules, pip_index_settings, python_version, service_modules,
                           test_requirements)
 from .reference import build_reference, monitoring_options
@@ -98,6 +98,12 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     try:
         features_text = run.code.features_source(_docstring(options, run.name), _load_line)
         artifacts = _save_artifacts(run, input_schema, output_schema, golden, features_text, staging, warnings)
+        changed = changed_module_constants(run.code.local_modules)
+        if changed:
+            raise ShipError(
+                f"{'; '.join(changed)}: the service imports the module's file, so it would answer with the "
+                "file's value; change the file (and reload the module), or pass the value to the code"
+            )
         local_modules = {
             path: text
             for module, folder in sorted(run.code.local_modules.items())

@@ -738,6 +738,31 @@ def local_module_path(module: str) -> Path | None:
     return path.parent if path.name == "__init__.py" else path
 
 
+def changed_module_constants(modules: dict[str, Path]) -> list[str]:
+    """Constants of the notebook folder's own modules that the notebook changed after importing them
+    (``feats.SCALE = 6.0``): the service imports the module's file, so it would run with the file's value.
+    Each as "module.NAME is X in the notebook but Y in its file". Single-file modules only."""
+    found = []
+    for module, path in sorted(modules.items()):
+        live = sys.modules.get(module)
+        if live is None or not path.is_file():
+            continue
+        fresh = types.ModuleType(module)
+        fresh.__file__ = str(path)
+        try:
+            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), fresh.__dict__)
+        except Exception:  # noqa: BLE001 - a module that cannot run again here is left to verify
+            continue
+        for name, value in vars(fresh).items():
+            literal = None if name.startswith("__") else constant_source(value)
+            if literal is None or not hasattr(live, name):
+                continue
+            now = constant_source(getattr(live, name)) or f"a {type(getattr(live, name)).__name__}"
+            if now != literal:
+                found.append(f"{module}.{name} is {now} in the notebook but {literal} in {path.name}")
+    return found
+
+
 def local_module_files(module: str, path: Path) -> dict[str, str]:
     """Relative path under app/local/ -> source, for a module file or a package folder."""
     if path.is_file():
