@@ -400,3 +400,28 @@ def test_a_constant_of_a_local_module_changed_in_the_notebook_is_refused_by_name
     assert not Path("services/patched").exists()
     ok_cell(ipython, "feats.SCALE = 3.0")
     ok_cell(ipython, "%%ship patched --sample X --no-verify\ndef predict(x):\n    return feats.scaled(x).sum(axis=1)\n")
+
+
+def test_a_class_defined_under_an_if_is_shipped(ipython):
+    ok_cell(ipython, """
+        import numpy as np
+        X = np.ones((2, 2))
+        USE_LOG = True
+        if USE_LOG:
+            class Scaler:
+                factor = 2.0
+                def apply(self, x):
+                    return np.log1p(x) * self.factor
+        else:
+            class Scaler:
+                def apply(self, x):
+                    return x
+        scaler_class = Scaler
+    """)
+    ok_cell(ipython, """
+        %%ship branch --sample X --no-verify
+        def predict(x):
+            return Scaler().apply(x).sum(axis=1)
+    """)
+    source = features(Path("services/branch"))
+    assert "class Scaler:\n    factor = 2.0" in source and "np.log1p(x)" in source

@@ -10,6 +10,7 @@ top-level statements bind the name, read with ``ast`` from the input history.
 from __future__ import annotations
 
 import ast
+import textwrap
 import types
 from typing import Any, Callable
 
@@ -108,23 +109,44 @@ def bound_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def definition_source(source: str, name: str) -> str | None:
+def definition_source(source: str, name: str, line: int | None = None) -> str | None:
     """The text of the last top-level `def`/`class` of ``name`` in Python ``source``, decorators included."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
-    return _definition_text(tree, source, name)
+    return _definition_text(tree, source, name, line)
 
 
-def _definition_text(tree: ast.Module, source: str, name: str) -> str | None:
+def _definition_text(tree: ast.Module, source: str, name: str, line: int | None = None) -> str | None:
+    """The definition of ``name`` at module level, also inside a module-level ``if``, ``try`` or ``with``
+    block (``if USE_LOG: class Scaler: ...``), dedented, decorators included: the one holding ``line``
+    (where the live object's code starts), else the last one."""
     lines = source.splitlines(keepends=True)
     found = None
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            found = "".join(lines[start - 1 : node.end_lineno])
+            text = textwrap.dedent("".join(lines[start - 1 : node.end_lineno]))
+            if line is not None and start <= line <= (node.end_lineno or start):
+                return text
+            found = text
     return found
+
+
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run at module level, in source order: the body, and the blocks of its if/try/with."""
+    found: list[ast.stmt] = []
+    for node in body:
+        found.append(node)
+        if isinstance(node, ast.If):
+            found += _module_level(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            found += _module_level(node.body + [s for h in node.handlers for s in h.body] + node.orelse
+                                   + node.finalbody)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            found += _module_level(node.body)
+    return sorted(found, key=lambda n: n.lineno)
 
 
 def strip_magics(source: str) -> str:

@@ -635,7 +635,7 @@ class CodeWalker:
         if source is None:
             code = self._code_of(value)
             if code is not None:
-                source = _definition_in_file(code.co_filename, name)
+                source = _definition_in_file(code.co_filename, name, code.co_firstlineno)
         code = self._code_of(value)
         if source is None:
             found = self.history.definition_in_history(name)
@@ -688,9 +688,9 @@ def _defines(source: str, name: str) -> bool:
                for node in tree.body)
 
 
-def _definition_in_file(filename: str, name: str) -> str | None:
+def _definition_in_file(filename: str, name: str, line: int | None = None) -> str | None:
     """The last top-level definition of ``name`` in a compiled file that linecache still holds."""
-    return definition_source("".join(linecache.getlines(filename)), name)
+    return definition_source("".join(linecache.getlines(filename)), name, line)
 
 
 # --- the notebook folder's own modules ----------------------------------------------------------
