@@ -160,6 +160,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _print_alias(registry, name: str, alias: str, event) -> None:
+    if event.action == "unchanged":
+        print(f"{name}@{alias} already points at {event.version}: nothing changed")
+        return
     print(f"{name}@{alias} → {event.version}" + (f" (was {event.previous})" if event.previous else ""))
     print("\n".join(_alias_lines(name, {alias: registry.aliases(name)[alias]})[1:]))
 

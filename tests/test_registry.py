@@ -186,6 +186,7 @@ def test_promote_rollback_and_the_alias_history(projects, registry_env):
     assert json.loads((registry_env / "churn/aliases/production/0000000003.json").read_text())["version"] == "1"
 
     before = tree(registry_env)
+    assert registry.promote("churn", "1", "production").action == "unchanged"  # already there: no event
     with pytest.raises(UnknownRef, match="churn has no version 7"):
         registry.promote("churn", "7", "production")
     with pytest.raises(RegistryError, match="'latest' is reserved"):

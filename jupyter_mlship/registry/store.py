@@ -27,7 +27,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,8 @@ class Registry:
             self._fresh()
             self._resolve(Ref(name, version=version))  # refuses an unknown version, writes nothing
             state = self._alias_state(name, alias)
+            if state.version == version:  # no move, no event: a rollback after it still goes back a version
+                return replace(state.history[-1], action="unchanged")
             return self._move_alias(name, alias, version, "promote", state)
 
     def rollback(self, name: str, alias: str) -> AliasEvent:
