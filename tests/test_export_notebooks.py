@@ -89,12 +89,12 @@ def test_sklearn_pipeline_with_feature_function_and_missing_values(tmp_path, ser
         rng = np.random.default_rng(7)
         n = 400
         df = pd.DataFrame({
-            "age": rng.integers(18, 80, n),
+            "customer age": rng.integers(18, 80, n),  # not a plain word: quoted in error paths
             "income": rng.normal(50_000, 15_000, n),
             "plan": rng.choice(["basic", "pro", "team"], n),
         })
         df.loc[df.index % 13 == 0, "income"] = np.nan
-        churned = ((df["age"] < 35) & (df["plan"] == "basic")).astype(int)
+        churned = ((df["customer age"] < 35) & (df["plan"] == "basic")).astype(int)
         """,
         """
         INCOME_UNIT = 1000.0
@@ -102,13 +102,13 @@ def test_sklearn_pipeline_with_feature_function_and_missing_values(tmp_path, ser
         def add_features(frame):
             out = frame.copy()
             out["income_k"] = out["income"] / INCOME_UNIT
-            out["young"] = (out["age"] < 30).astype(int)
+            out["young"] = (out["customer age"] < 30).astype(int)
             return out.drop(columns=["income"])
         """,
         """
         numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
         prep = ColumnTransformer([
-            ("num", numeric, ["age", "income_k", "young"]),
+            ("num", numeric, ["customer age", "income_k", "young"]),
             ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
         ])
         model = Pipeline([("prep", prep), ("clf", LogisticRegression(max_iter=500))])
@@ -133,9 +133,9 @@ def test_sklearn_pipeline_with_feature_function_and_missing_values(tmp_path, ser
     assert {"scikit-learn", "pandas", "numpy"} <= facts["requirements"]
     assert facts["manifest"]["artifacts"][0]["format"] == "skops"
     columns = {c["name"]: c for c in facts["spec"]["input"]["columns"]}
-    assert list(columns) == ["age", "income", "plan"]
+    assert list(columns) == ["customer age", "income", "plan"]
     assert columns["income"]["nullable"] is True
-    assert columns["age"]["nullable"] is True  # found by trying the pipeline (median imputer) with it missing
+    assert columns["customer age"]["nullable"] is True  # found by trying the pipeline (median imputer) with it missing
     body = check_service(project, serve, tmp_path / "expected.json")
     assert body["model"]["version"] == "3"
 
