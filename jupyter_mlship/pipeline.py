@@ -57,7 +57,7 @@ def _run(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory, ev
             with events.step("render", str(destination)):
                 write_project(spec, captured.staging, project)
             if options.verify:
-                verified = verify(project, events)
+                verified = verify(project, events, _outside_reads(spec.warnings))
                 write_review(spec, project, verified)
                 result.verified = True
                 result.tests = Tests(verified.tests_passed, verified.tests_failed, verified.output)
@@ -80,7 +80,13 @@ def _review_event(spec: ShipSpec) -> Review:
                   markdown=review_markdown(spec, None), html=review_html(spec, None))
 
 
-def verify(project: Path, events: Events) -> Any:
+def _outside_reads(warnings: list[str]) -> list[str]:
+    """The review's warnings about what the code reads from outside the project: the likely cause when
+    the project's own tests fail in a clean environment."""
+    return [w for w in warnings if " reads files when it runs" in w or " reads the environment" in w]
+
+
+def verify(project: Path, events: Events, likely_causes: list[str] | None = None) -> Any:
     """The project's own tests in a clean environment built from its pins; ShipError unless they pass."""
     from .verify import VerifyError, verify_project
 
@@ -93,9 +99,10 @@ def verify(project: Path, events: Events) -> Any:
         except VerifyError as exc:
             raise ShipError(f"verify could not build the clean environment: {exc}", output=exc.output) from exc
         if not result.passed:
+            hint = f"; note: {'; '.join(likely_causes)}" if likely_causes else ""
             raise ShipError(
                 f"the generated project's tests failed in a clean environment "
-                f"({result.tests_failed} failed, {result.tests_passed} passed); nothing was exported",
+                f"({result.tests_failed} failed, {result.tests_passed} passed); nothing was exported{hint}",
                 output=result.output,
             )
     return result

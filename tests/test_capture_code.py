@@ -425,3 +425,18 @@ def test_a_class_defined_under_an_if_is_shipped(ipython):
     """)
     source = features(Path("services/branch"))
     assert "class Scaler:\n    factor = 2.0" in source and "np.log1p(x)" in source
+
+
+def test_a_verify_that_fails_on_a_file_read_at_run_time_names_the_read(ipython):
+    Path("rates.csv").write_text("rate\n1.5\n")
+    ok_cell(ipython, """
+        import numpy as np
+        import pandas as pd
+        X = np.ones((3, 2))
+    """)
+    result = ipython.run_cell("%%ship rated --sample X\ndef predict(x):\n"
+                              "    return x.sum(axis=1) * pd.read_csv('rates.csv')['rate'].iloc[0]\n")
+    message = str(result.error_in_exec)
+    assert "tests failed in a clean environment" in message, message
+    assert "note: `predict` reads files when it runs (`pd.read_csv('rates.csv')`" in message
+    assert not Path("services/rated").exists()

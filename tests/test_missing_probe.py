@@ -159,7 +159,9 @@ def test_values_a_column_cannot_hold_are_refused_naming_the_field(ipython, serve
         body = b'{"instances": [{"floor": 3, "port": 80, "temp.c": 1.0, "amount": ' + literal + b"}]}"
         response = httpx.post(f"{service.url}/predict", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422 and "instances[0].amount" in response.text, (literal, response.text)
+    assert service.post("/predict", {"instances": [{**good, "temp.c": 3.4028235e38}]}).status_code == 200  # float32's max
     narrow = serve(Path("services/narrow").resolve())
     assert narrow.post("/predict", {"instances": [[1.0, 2.0]]}).json()["predictions"] == [3.0]
+    assert narrow.post("/predict", {"instances": [[3.4028235e38, 0.0]]}).status_code == 200
     response = narrow.post("/predict", {"instances": [[1e300, 2.0]]})  # the numbers-only fast path too
     assert response.status_code == 422 and "instances[0][0]" in response.text, response.text

@@ -68,18 +68,22 @@ def value_limits(dtype: str, json_type: str) -> str:
         return f"ge={int(info.min)}, le={int(info.max)}"
     if json_type == "number":
         top = float_limit(dtype)
-        return f"allow_inf_nan=False, ge={-top!r}, le={top!r}" if top else "allow_inf_nan=False"
+        return f"allow_inf_nan=False, gt={-top!r}, lt={top!r}" if top else "allow_inf_nan=False"
     return ""
 
 
 def float_limit(dtype: str) -> float | None:
-    """The largest value of a float dtype narrower than float64 (float32: 3.4e38), else None."""
+    """For a float dtype narrower than float64, the magnitude from which a value becomes infinite in it
+    (float32: 3.4028235677973366e38, halfway past its largest value; 3.4028235e38 itself still fits), else
+    None."""
     numpy_dtype = _numpy_dtype(dtype)
     if numpy_dtype is None or numpy_dtype.kind != "f" or numpy_dtype.itemsize >= 8:
         return None
     import numpy as np
 
-    return float(np.finfo(numpy_dtype).max)
+    largest = np.finfo(numpy_dtype).max
+    step = float(largest) - float(np.nextafter(largest, numpy_dtype.type(0)))
+    return float(largest) + step / 2
 
 
 def _numpy_dtype(dtype: str) -> Any:
