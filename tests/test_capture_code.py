@@ -282,14 +282,20 @@ def test_a_top_level_lambda_ships_as_its_line_and_global_state_is_reported(ipyth
         STOPWORDS = frozenset({"a", "the"})
         EMPTY = set()
         CALLS = 0
+        CACHE = {}
         def count_call():
             global CALLS
             CALLS += 1
+        def remember(x):
+            seen = []          # a local list: not a global
+            seen.append(x)
+            CACHE[x.shape] = len(seen)
     """)
     ok_cell(ipython, """
         %%ship lam --sample X --no-verify
         def predict(x):
             count_call()
+            remember(x)
             return squash(x).sum(axis=1) + len(STOPWORDS) + len(EMPTY)
     """)
     source = features(Path("services/lam"))
@@ -297,6 +303,8 @@ def test_a_top_level_lambda_ships_as_its_line_and_global_state_is_reported(ipyth
     assert "STOPWORDS = frozenset({'a', 'the'})" in source and "EMPTY = set()" in source
     warnings = json.loads(Path("services/lam/ship.json").read_text())["warnings"]
     assert any("`count_call` assigns the global `CALLS`" in w for w in warnings), warnings
+    assert any("`remember` changes `CACHE` in place" in w for w in warnings), warnings
+    assert not any("`seen`" in w for w in warnings)
     assert "assigns the global \\`CALLS\\`" in Path("services/lam/REVIEW.md").read_text()  # Markdown-escaped
 
 

@@ -93,6 +93,11 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         "state of each worker process, starting from the notebook's value and never shared or reset"
         for function, written in sorted(run.code.globals_written.items())
     ]
+    warnings += [
+        f"`{function}` changes {', '.join(f'`{g}`' for g in sorted(changed))} in place: in the service that is "
+        "state of each worker process (a cache grows without a bound), starting from the notebook's contents"
+        for function, changed in sorted(run.code.changed_in_place().items())
+    ]
 
     staging = Path(tempfile.mkdtemp(prefix="mlship-capture-"))
     try:

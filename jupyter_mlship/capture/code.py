@@ -101,6 +101,12 @@ class CodeCapture:
             parts.append(_with_cell_comment(entry))
         return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
+    def changed_in_place(self) -> dict[str, set[str]]:
+        """Definition -> the captured constants and objects it changes in place when it runs."""
+        names = set(self.constants) | set(self.artifacts)
+        found = {d.name: mutated_globals(d.source, names) for d in self.definitions.values()}
+        return {name: changed for name, changed in found.items() if changed}
+
     def outside_inputs(self) -> list[str]:
         """Review warnings for shipped code that reads files or environment variables when it runs: what
         it reads is not part of the project, yet decides its answers."""
@@ -152,6 +158,35 @@ class CodeCapture:
 
 
 LOAD_HEADER = "# Model artifacts: loaded once at start-up from model/, sha256-checked.\n"
+
+
+# Methods that change a list, dict or set in place.
+MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault",
+                    "add", "discard", "sort", "reverse", "__setitem__", "__delitem__"}
+
+
+def mutated_globals(source: str, module_names: set[str]) -> set[str]:
+    """Which of ``module_names`` (the captured constants and objects) ``source`` changes in place when it
+    runs: ``CACHE[key] = v``, ``SEEN.add(x)``, ``model.calls += 1``; names bound locally are not globals."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return set()
+    declared = {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
+    local = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    local |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments)
+              for a in node.posonlyargs + node.args + node.kwonlyargs + [x for x in (node.vararg, node.kwarg) if x]}
+    candidates = (module_names - local) | (module_names & declared)
+    changed = set()
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            target = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATING_METHODS:
+            target = node.func.value
+        if isinstance(target, ast.Name) and target.id in candidates:
+            changed.add(target.id)
+    return changed
 
 
 # Calls that read a file: pandas' read_*, numpy's and pathlib's readers, and load() of these modules.
