@@ -202,6 +202,19 @@ class ShipSpec(SpecModel):
         return json.loads(self.model_dump_json())
 
 
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def validate_export_version(version: str) -> str:
+    """--version: a label that goes into ship.json, the README, image tags and responses."""
+    if not VERSION_PATTERN.match(version or ""):
+        raise ValueError(
+            f"invalid --version {version!r}: use 1-64 characters, letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit (e.g. 3 or 2.1.0)"
+        )
+    return version
+
+
 def validate_name(name: str) -> str:
     """A service NAME becomes a folder, a Python-free URL segment and an image name."""
     if not NAME_PATTERN.match(name or ""):

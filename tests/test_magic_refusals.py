@@ -183,3 +183,25 @@ def test_a_token_hidden_inside_a_model_object_blocks_the_export(ipython):
     assert "possible secret (GitHub Token) inside the object `clf`" in message
     del ipython.user_ns["clf"].deploy_notes_
     ok_cell(ipython, "%ship svc --model clf --sample X[:5] --dry-run")  # an ordinary model passes
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        # The sample's kind is checked before the entry function runs on it, so the sample is named.
+        ("%%ship svc --sample (row for row in X[:2]) --no-verify\ndef predict(x):\n    return clf.predict(x)",
+         ["the sample is a", "generator", "supported samples are"]),
+        ("%%ship svc --sample {'a': 1.0} --no-verify\ndef predict(x):\n    return clf.predict(x)",
+         ["the sample is a", "dict", "supported samples are"]),
+        ("%ship svc --model clf --sample X[:2] --no-verify --version ''", ["invalid --version ''"]),
+        ("%ship svc --model clf --sample X[:2] --no-verify --version 'a b'", ["invalid --version 'a b'"]),
+        ("%%ship svc --sample X[:2] --entry clf --no-verify\ndef predict(x):\n    return clf.predict(x)",
+         ["`clf` is a LogisticRegression, not a function", "--model clf"]),
+    ],
+)
+def test_bad_samples_versions_and_entries_are_refused_naming_the_option(ipython, cell, words):
+    ok_cell(ipython, MODEL_CELL)
+    message = refused(ipython, cell)
+    for word in words:
+        assert word in message, message
+    assert_nothing_written()

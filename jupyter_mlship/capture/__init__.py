@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import ShipError
 from ..options import ShipOptions
 from ..runtime import runtime_module
-from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_name
+from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_export_version, validate_name
 from .artifacts import choose_format, device_fallback
 from .batching import prove_rowwise
 from .cpu_builds import image_pins
@@ -73,6 +73,7 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
     """Live notebook state → ShipSpec + artifact files. Raises ShipError with one sentence."""
     try:
         validate_name(options.name)
+        validate_export_version(options.version)
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
     # The user's pip index settings are part of the pinned requirements' cache key, and reading them starts
@@ -181,6 +182,10 @@ def call_on_copy(entry: Callable[[Any], Any], sample: Any) -> Any:
 def _run_entry(options: ShipOptions, user_ns: dict[str, Any], walker: CodeWalker) -> _Run:
     """Find the entry function, slice the code it reaches, and call it on the sample."""
     sample = evaluate(options.sample_expr, user_ns, "--sample")
+    try:  # a sample of an unsupported kind is the sample's fault, before the entry function is blamed
+        infer_input_schema(sample)
+    except ValueError as exc:
+        raise ShipError(str(exc)) from exc
     reference = evaluate(options.reference_expr, user_ns, "--reference") if options.reference_expr else None
     if options.model_var:
         var, method = options.model_var, options.method
@@ -202,8 +207,13 @@ def _run_entry(options: ShipOptions, user_ns: dict[str, Any], walker: CodeWalker
                    f"`{var}.{method}`", sample, reference)
     else:
         name = options.entry
-        if not name or name not in user_ns or not callable(user_ns[name]):
+        if not name or name not in user_ns:
             raise ShipError(f"the entry function `{name}` is not defined in the notebook")
+        if not callable(user_ns[name]):
+            raise ShipError(
+                f"`{name}` is a {type(user_ns[name]).__name__}, not a function: name a function with --entry, or "
+                f"ship the object's method with the line form (`%ship NAME --model {name} --sample ...`)"
+            )
         code = walker.capture(name, user_ns[name])
         run = _Run(name, user_ns[name], code, Entry(name=name, kind="function", cell=code.cells.get(name)),
                    f"`{name}`", sample, reference)

@@ -755,7 +755,7 @@ def _described(found: dict[str, Any], profile: dict, values: Any, originals: lis
     return described
 
 
-NULL_MESSAGE = "null, but the training data had no missing values here"
+NULL_MESSAGE = "missing (null or left out), but the training data had no missing values here"
 
 
 def _original_values(instances: list, input_schema: dict, name: str) -> list | None:
