@@ -205,21 +205,19 @@ class ShipSpec(SpecModel):
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
+def _matching(pattern: re.Pattern, value: str, refusal: str) -> str:
+    if not pattern.match(value or ""):
+        raise ValueError(refusal)
+    return value
+
+
 def validate_export_version(version: str) -> str:
     """--version: a label that goes into ship.json, the README, image tags and responses."""
-    if not VERSION_PATTERN.match(version or ""):
-        raise ValueError(
-            f"invalid --version {version!r}: use 1-64 characters, letters, digits, '.', '_', '+' or '-', "
-            "starting with a letter or digit (e.g. 3 or 2.1.0)"
-        )
-    return version
+    return _matching(VERSION_PATTERN, version, f"invalid --version {version!r}: use 1-64 characters, letters, "
+                     "digits, '.', '_', '+' or '-', starting with a letter or digit (e.g. 3 or 2.1.0)")
 
 
 def validate_name(name: str) -> str:
     """A service NAME becomes a folder, a Python-free URL segment and an image name."""
-    if not NAME_PATTERN.match(name or ""):
-        raise ValueError(
-            f"invalid NAME {name!r}: use 1-63 characters, lowercase letters, digits, '-' or '_', "
-            "starting with a letter (it becomes a folder and an image name)"
-        )
-    return name
+    return _matching(NAME_PATTERN, name, f"invalid NAME {name!r}: use 1-63 characters, lowercase letters, digits, "
+                     "'-' or '_', starting with a letter (it becomes a folder and an image name)")
