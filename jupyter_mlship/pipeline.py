@@ -83,7 +83,9 @@ def _review_event(spec: ShipSpec) -> Review:
 def _outside_reads(warnings: list[str]) -> list[str]:
     """The review's warnings about what the code reads from outside the project: the likely cause when
     the project's own tests fail in a clean environment."""
-    return [w for w in warnings if " reads files when it runs" in w or " reads the environment" in w]
+    from .capture.code import READS_ENVIRONMENT, READS_FILES
+
+    return [w for w in warnings if f" {READS_FILES} " in w or f" {READS_ENVIRONMENT} " in w]
 
 
 def verify(project: Path, events: Events, likely_causes: list[str] | None = None) -> Any:

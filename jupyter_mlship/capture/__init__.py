@@ -100,16 +100,17 @@ def capture(options: ShipOptions, user_ns: dict[str, Any], history: CellHistory)
         for function, changed in sorted(run.code.changed_in_place().items())
     ]
 
+    changed = changed_module_constants(run.code.local_modules)  # before anything is saved
+    if changed:
+        raise ShipError(
+            f"{'; '.join(changed)}: the service imports the module's file, so it would answer with the "
+            "file's value; change the file (and reload the module), or pass the value to the code"
+        )
+
     staging = Path(tempfile.mkdtemp(prefix="mlship-capture-"))
     try:
         features_text = run.code.features_source(_docstring(options, run.name), _load_line)
         artifacts = _save_artifacts(run, input_schema, output_schema, golden, features_text, staging, warnings)
-        changed = changed_module_constants(run.code.local_modules)
-        if changed:
-            raise ShipError(
-                f"{'; '.join(changed)}: the service imports the module's file, so it would answer with the "
-                "file's value; change the file (and reload the module), or pass the value to the code"
-            )
         local_modules = {
             path: text
             for module, folder in sorted(run.code.local_modules.items())

@@ -152,25 +152,26 @@ def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
 def strip_magics(source: str) -> str:
     """Cell text without IPython-only lines, so `ast` can read it (line numbers kept)."""
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line
-                     for line in python_of_timing_magics(source).splitlines())
+                     for line in python_of_magics(source).splitlines())
 
 
-# Magics whose body (cell) or rest of the line (line) is Python run in the notebook's namespace: what
-# they define or assign is the notebook's, e.g. a model trained under `%%time`.
-PYTHON_BODY_MAGICS = ("time", "capture", "prun")
+# Cell magics whose body is Python run in the notebook's namespace (what a `%%time` cell defines is the
+# notebook's; a ship cell's body is its entry function), and line magics whose rest is a statement.
+PYTHON_CELL_MAGICS = {"%%ship", "%%time", "%%capture", "%%prun"}
+PYTHON_LINE_MAGICS = {"%time", "%prun"}
 
 
-def python_of_timing_magics(source: str) -> str:
-    """``%%time`` (and ``%%capture``, ``%%prun``) cells as their body, ``%time x = f()`` lines as the
-    statement, line numbers kept; anything else unchanged."""
+def python_of_magics(source: str) -> str:
+    """Such cells as their body and such lines (``%time model = fit()``) as their statement, line numbers
+    kept; anything else unchanged."""
     lines = source.splitlines()
     first = lines[0].strip().split() if lines else []
-    if first and first[0] in {f"%%{m}" for m in PYTHON_BODY_MAGICS}:
+    if first and first[0] in PYTHON_CELL_MAGICS:
         lines[0] = ""
     for index, line in enumerate(lines):
         stripped = line.lstrip()
         word, _, rest = stripped.partition(" ")
-        if word in {f"%{m}" for m in PYTHON_BODY_MAGICS} and rest.strip():
+        if word in PYTHON_LINE_MAGICS and rest.strip():
             lines[index] = line[: len(line) - len(stripped)] + rest.lstrip()
     return "\n".join(lines)
 
@@ -182,10 +183,7 @@ def _shell_transform(shell: Any) -> Callable[[str], str]:
         return strip_magics
 
     def transform(source: str) -> str:
-        source = python_of_timing_magics(source)
-        lines = source.splitlines()
-        if lines and lines[0].lstrip().startswith("%%ship"):  # a ship cell's body is Python
-            source = "\n".join([""] + lines[1:])
+        source = python_of_magics(source)
         try:
             return transform_cell(source)
         except Exception:

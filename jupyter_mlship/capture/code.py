@@ -115,13 +115,13 @@ class CodeCapture:
             files, variables = outside_reads(definition.source)
             if files:
                 warnings.append(
-                    f"`{definition.name}` reads files when it runs ({'; '.join(files[:3])}): the service has only "
+                    f"`{definition.name}` {READS_FILES} ({'; '.join(files[:3])}): the service has only "
                     "the project's files, and a relative path depends on where it is started; read the data in a "
                     "notebook cell into a variable that the code uses, and it is shipped as a model file"
                 )
             if variables:
                 warnings.append(
-                    f"`{definition.name}` reads the environment ({', '.join(variables[:5])}) when it runs: the "
+                    f"`{definition.name}` {READS_ENVIRONMENT} ({', '.join(variables[:5])}) when it runs: the "
                     "service's environment decides those values, while its golden test expects the notebook's"
                 )
         return warnings
@@ -188,6 +188,9 @@ def mutated_globals(source: str, module_names: set[str]) -> set[str]:
             changed.add(target.id)
     return changed
 
+
+# How the review's warnings about outside reads begin (pipeline.verify names them when verify fails).
+READS_FILES, READS_ENVIRONMENT = "reads files when it runs", "reads the environment"
 
 # Calls that read a file: pandas' read_*, numpy's and pathlib's readers, and load() of these modules.
 FILE_READERS = {"loadtxt", "genfromtxt", "fromfile", "read_text", "read_bytes"}

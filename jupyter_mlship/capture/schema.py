@@ -177,46 +177,43 @@ def _missing_markers(series: Any) -> set[str]:
 
 def _probe_dataframe_columns(frame: Any, schema: InputSchema, accepts_missing: Callable) -> None:
     """Ask the entry function whether each column without missing values in the sample accepts them."""
-    convert = _convert()
-    head = frame.head(PROBE_ROWS)
-    instances = sample_to_instances(head, schema)
+    instances = sample_to_instances(frame.head(PROBE_ROWS), schema)
     for column in schema.columns:
         if column.nullable:
             continue
-        # The variant is built by the service's own converter: exactly what a request with nulls gives.
-        trial = schema.model_copy(deep=True)
-        trial_column = next(c for c in trial.columns if c.name == column.name)
-        trial_column.nullable, trial_column.missing = True, "nan"
-        variant = convert.instances_to_sample(
-            [{**instance, column.name: None} for instance in instances], trial.model_dump()
-        )
-        if _accepts(accepts_missing, variant):
+        nulls = [{**instance, column.name: None} for instance in instances]
+        if _accepts_variant(accepts_missing, schema, column.name, nulls, "nan"):
             column.nullable, column.missing = True, "nan"
 
 
 def _probe_records(records: list[dict], schema: InputSchema, accepts_missing: Callable) -> None:
     """Ask the entry function whether each field that every sample record holds may be left out (code such
     as ``record.get("age", 40)``), and then what a null there should reach it as: None, NaN (numbers), or
-    else the field left out. The variants come from the service's own converter, as requests would."""
-    convert = _convert()
+    else the field left out."""
     instances = sample_to_instances(records[:PROBE_ROWS], schema)
     for column in schema.columns:
         if column.nullable:
             continue
-        trial = schema.model_copy(deep=True)
-        trial_column = next(c for c in trial.columns if c.name == column.name)
-        trial_column.nullable = True
         left_out = [{k: v for k, v in instance.items() if k != column.name} for instance in instances]
-        if not _accepts(accepts_missing, convert.instances_to_sample(left_out, trial.model_dump())):
+        if not _accepts_variant(accepts_missing, schema, column.name, left_out, None):
             continue
         nulls = [{**instance, column.name: None} for instance in instances]
         for missing in ("none", "nan") if column.json_type in ("integer", "number") else ("none",):
-            trial_column.missing = missing
-            if _accepts(accepts_missing, convert.instances_to_sample(nulls, trial.model_dump())):
+            if _accepts_variant(accepts_missing, schema, column.name, nulls, missing):
                 break
         else:
             missing = "absent"
         column.nullable, column.missing = True, missing
+
+
+def _accepts_variant(accepts_missing: Callable, schema: InputSchema, name: str, instances: list,
+                     missing: str | None) -> bool:
+    """Does the entry function take ``instances`` where field ``name`` is nullable, a null reaching it as
+    ``missing``? The variant is built by the service's own converter: exactly what such a request gives."""
+    trial = schema.model_copy(deep=True)
+    column = next(c for c in trial.columns if c.name == name)
+    column.nullable, column.missing = True, missing
+    return _accepts(accepts_missing, _convert().instances_to_sample(instances, trial.model_dump()))
 
 
 def _ndarray_schema(array: Any, reference: Any) -> InputSchema:
@@ -351,16 +348,16 @@ def infer_output_schema(result: Any, n_rows: int) -> OutputSchema:
         dtypes = {str(k): str(v) for k, v in getattr(result, "dtypes", {}).items()}
         columns = []
         for name in names:
-            dtype = dtypes.get(name, "object")
+            column_dtype = dtypes.get(name, "object")
             json_type = _output_json_type([row.get(name) for row in present])
             if json_type == "any":  # e.g. NaN on every sample row: the column's dtype still says what it holds
-                json_type = _dtype_json_type(dtype) or "string"
+                json_type = _dtype_json_type(column_dtype) or "string"
             columns.append(
                 Column(
                     name=name,
-                    dtype=dtype,
+                    dtype=column_dtype,
                     json_type=json_type,
-                    nullable=json_type == "number" or _dtype_nullable(dtype)
+                    nullable=json_type == "number" or _dtype_nullable(column_dtype)
                     or any(row.get(name) is None for row in present),
                 )
             )
