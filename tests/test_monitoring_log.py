@@ -166,3 +166,36 @@ def test_a_damaged_file_is_left_out_by_name_and_unscorable_outcomes_are_counted(
 
     pairs = [(1.5, 1.0), (2.0, "cat"), (2.0, float("nan")), (1.0, 2.0)]
     assert outcome_metrics(pairs, "regression") == {"unscored": 2.0, "mae": 0.75, "rmse": pytest.approx(0.7905694)}
+
+
+PREDICTIONS = [
+    [1, 0, 1],
+    [0.1, -2.5e-07, 1e22, 3, 2**70],  # orjson cannot encode 2**70: the standard library does
+    [[0.1, 0.9], [0.5, 0.5], []],  # class probabilities
+    [1, [2, 3]], [[1, 2], 3, [4]], [[[1]], [2]], [[[1], [2]], 5],  # mixed or deeper: value by value
+    ["a", "b,c"], [None, 1], [float("nan"), 1.0], [True, 1], [{"a": 1, "b": [1, 2]}], [[1]], [],
+]
+
+
+@pytest.mark.parametrize("predictions", PREDICTIONS, ids=range(len(PREDICTIONS)))
+def test_each_prediction_is_logged_as_its_own_json_text(tmp_path, predictions):
+    """Numbers and lists of numbers are cut from one encoded text; anything else is encoded one by one.
+    Either way each row holds exactly its own prediction's JSON."""
+    import json
+
+    import pyarrow as pa
+
+    column = inference_log._json_column(pa, predictions)
+    assert column.type == pa.string() and len(column) == len(predictions)
+    expected = [None if isinstance(p, float) and p != p else p for p in predictions]  # NaN is logged as null
+    assert [json.loads(text) for text in column.to_pylist()] == expected
+    if predictions:  # and as written to the file, with the guard's flags on their instances only
+        log = writer(tmp_path)
+        rows = checked(len(predictions))
+        rows.flags[len(predictions) - 1] = ["a:range", "d:unseen"]
+        log.put_predictions("r1", "demo", "1", rows, predictions, 0.001)
+        log.start()
+        log.stop()
+        table = pq.read_table(tmp_path / "predictions")
+        assert [json.loads(text) for text in table.column("prediction").to_pylist()] == expected
+        assert table.column("guard").to_pylist() == [""] * (len(predictions) - 1) + ["a:range;d:unseen"]
