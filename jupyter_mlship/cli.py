@@ -110,7 +110,7 @@ def _push(args: argparse.Namespace) -> int:
         print(f"pushed {record.name} version {record.version} to {registry.uri}"
               + (f" (parent {record.parent})" if record.parent else "") + f"; {record.verify_result}")
     else:
-        print(f"{record.name} version {record.version} in {registry.uri} already holds these exact files: nothing pushed")
+        print(f"{record.name} version {record.version} in {registry.uri} already holds this project (its export time and verification time aside): nothing pushed")
     return 0
 
 

@@ -142,3 +142,35 @@ def test_the_service_trusts_the_files_estimators_by_name_and_skips_skops_estimat
     assert refused.returncode != 0
     assert f"model/{artifact['file']}" in refused.stderr, refused.stderr[-2000:]
     assert "sklearn.linear_model._logistic.LogisticRegression" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_skops_bytes_depend_only_on_the_model():
+    """Equal models saved as separate objects give the same bytes (skops names files and shared objects
+    after memory addresses, stamps entries with the time, and a tree's node records carry uninitialised
+    padding), and the bytes load back to the same model."""
+    import copy
+    import zipfile
+    from io import BytesIO
+
+    import numpy as np
+    import skops.io
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from jupyter_mlship.capture.artifacts import ZIP_EPOCH, skops_dumps
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=300), rng.integers(0, 3, 300)])
+    y = (X[:, 0] + rng.normal(size=300) > 0).astype(int)
+    for model in (RandomForestClassifier(n_estimators=3, random_state=0),
+                  make_pipeline(make_column_transformer((StandardScaler(), [0]), (OneHotEncoder(), [1])),
+                                HistGradientBoostingClassifier(max_iter=10))):
+        model.fit(X, y)
+        saved = [skops_dumps(m) for m in (model, copy.deepcopy(model), copy.deepcopy(model))]
+        assert saved[0] == saved[1] == saved[2], type(model).__name__
+        with zipfile.ZipFile(BytesIO(saved[0])) as archive:
+            assert {info.date_time for info in archive.infolist()} == {ZIP_EPOCH}
+        loaded = skops.io.loads(saved[1], trusted=skops.io.get_untrusted_types(data=saved[1]))
+        assert (loaded.predict_proba(X) == model.predict_proba(X)).all()

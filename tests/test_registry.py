@@ -99,6 +99,38 @@ def test_push_takes_the_next_version_and_repushing_identical_bytes_is_a_no_op(pr
     assert (second / "REVIEW.md").read_bytes() == stored["REVIEW.md"]
 
 
+def test_exporting_an_unchanged_notebook_again_pushes_nothing_new(tmp_path, registry_env):
+    """The same notebook exported twice (the model trained afresh, so other objects at other addresses,
+    at another time, verified in another number of seconds) is the same version; a real change is not."""
+    import re
+
+    notebook = str(tmp_path / "churn.ipynb")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = export_projects(tmp_path / "a", notebook=notebook)[0], export_projects(tmp_path / "b", notebook=notebook)[0]
+    artifact = json.loads((first / "ship.json").read_text())["artifacts"][0]
+    assert artifact["format"] == "skops"
+    assert (first / "model" / artifact["file"]).read_bytes() == (second / "model" / artifact["file"]).read_bytes()
+    for project, when, seconds in ((first, "2030-06-07T08:09:10+00:00", "41.2"), (second, "2031-01-02T03:04:05+00:00", "7.9")):
+        stamp = json.loads((project / "ship.json").read_text())["source"]["captured_at"]
+        for file in ("ship.json", "README.md", "REVIEW.md"):
+            text = (project / file).read_text()
+            text = text.replace(stamp, when).replace(stamp.replace("+", "\\+"), when.replace("+", "\\+"))
+            if file == "REVIEW.md":  # as after a verification that passed, in its own time
+                text = re.sub(r"(?m)^\| not run \|.*$", f"| passed | 20 | 0 | {seconds} s (uv, reused environment) |", text)
+                assert f"{seconds} s (uv" in text and when.replace("+", "\\+") in text
+            (project / file).write_text(text)
+    registry = open_registry()
+    one, again = registry.push(first), registry.push(second)
+    assert (one.version, again.version, again.created) == ("1", "1", False)
+
+    review = second / "REVIEW.md"  # what the reviewer wrote is part of the version
+    review.write_text(review.read_text().replace("## Verification", "Reviewed: the threshold is fine.\n\n## Verification"))
+    assert (registry.push(second).version, registry.push(second).created) == ("2", False)
+    readme = second / "README.md"
+    readme.write_text(readme.read_text().replace("2031-01-02T03:04:05+00:00", "2031-01-02T03:04:05+00:00, by hand"))
+    assert registry.push(second).version == "3"
+
+
 def test_the_services_own_inference_log_in_the_project_is_never_pushed(projects, registry_env):
     """A service run in the project folder writes its inference log to PROJECT/logs: runtime data, not
     the version. Pushing leaves it out (and a file its writer renames meanwhile cannot fail the push);

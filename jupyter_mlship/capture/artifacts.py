@@ -14,6 +14,7 @@ import io
 import json
 import pickle
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -162,10 +163,87 @@ def skops_dumps(value: Any) -> bytes:
     try:
         for _qualname, obj in notebook_objects:
             obj.__module__ = FEATURES_MODULE
-        return skops_io.dumps(value)
+        return reproducible_skops(skops_io.dumps(value))
     finally:  # the notebook's own objects are left as they were
         for _qualname, obj in notebook_objects:
             obj.__module__ = "__main__"
+
+
+# A zip entry's time when none should be recorded: the earliest a zip can hold (as reproducible builds use).
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def reproducible_skops(data: bytes) -> bytes:
+    """The same skops archive, in bytes that depend only on the object saved.
+
+    skops names each array file and each shared object after ``id()``, a memory address, and stamps
+    every zip entry with the time of saving: two exports of one unchanged notebook differed in every
+    model byte, so each re-export was a new registry version and a binary change in the project's git
+    history. Here every such number is renumbered in order of first appearance in schema.json (the
+    files renamed to match; skops uses them only as names and memo keys) and the entries are written
+    in name order with a fixed time."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = {info.filename: (info, archive.read(info)) for info in archive.infolist()}
+    schema = json.loads(entries["schema.json"][1])
+    numbers: dict[str, int] = {}
+
+    def renumber(token: str) -> int:
+        return numbers.setdefault(token, len(numbers))
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        copy = {}
+        for key, value in node.items():
+            if key == "__id__" and type(value) is int:
+                copy[key] = renumber(str(value))
+            elif key == "file" and isinstance(value, str) and value in entries and value != "schema.json":
+                stem, dot, suffix = value.partition(".")
+                copy[key] = f"{renumber(stem)}{dot}{suffix}"
+            else:
+                copy[key] = walk(value)
+        return copy
+
+    schema = walk(schema)
+    renamed = {"schema.json": json.dumps(schema, indent=2).encode()}
+    for name, (_info, blob) in entries.items():
+        if name != "schema.json":
+            stem, dot, suffix = name.partition(".")
+            if stem not in numbers:  # a file that schema.json does not name: keep it as it is
+                return data
+            renamed[f"{numbers[stem]}{dot}{suffix}"] = _zero_padding(blob) if suffix == "npy" else blob
+    compression = entries["schema.json"][0].compress_type
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(renamed):
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.compress_type = compression
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, renamed[name])
+    return buffer.getvalue()
+
+
+def _zero_padding(blob: bytes) -> bytes:
+    """An .npy file of a structured array with its padding bytes zeroed. A record dtype aligned like a C
+    struct (a scikit-learn tree's nodes) has unused bytes between fields, and numpy writes whatever
+    memory held there: the same tree saved twice differed. The fields' values are unchanged."""
+    import numpy
+
+    try:
+        array = numpy.load(io.BytesIO(blob), allow_pickle=False)
+    except ValueError:  # object arrays: skops writes those otherwise; keep the bytes as they are
+        return blob
+    fields = array.dtype.fields
+    if not fields or sum(dtype.itemsize for dtype, *_ in fields.values()) >= array.dtype.itemsize:
+        return blob
+    clean = numpy.zeros(array.shape, array.dtype, order="F" if numpy.isfortran(array) else "C")  # calloc'd
+    for name in array.dtype.names:
+        clean[name] = array[name]
+    buffer = io.BytesIO()
+    numpy.save(buffer, clean, allow_pickle=False)
+    return buffer.getvalue()
 
 
 # Array-namespace adapters in scikit-learn that import their library (torch, cupy, dask) when imported.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..fsutil import sha256_file
+from ..review import _escape as markdown_text
 from ..spec import RegistryInfo, ShipSpec
 from .refs import RegistryError, validate_model_name
 
@@ -40,6 +41,20 @@ def strip_review_section(text: str) -> str:
     following = re.search(r"(?m)^## ", rest)
     tail = rest[following.start():] if following else ""
     return text[: match.start()].rstrip("\n") + "\n" + ("\n" + tail if tail else "")
+
+
+# REVIEW.md's verification row: result, tests passed, tests failed, then the time it took.
+_VERIFY_TIME = re.compile(r"(?m)^(\| (?:passed|FAILED) \| \d+ \| \d+ \| )[^|\n]*\|$")
+
+
+def without_provenance(text: str, spec: ShipSpec) -> str:
+    """README.md or REVIEW.md without what differs between two exports of an unchanged notebook: the
+    export's time (as written, and as Markdown-escaped) and how long verification took. The project's
+    identity is what it serves and says, not when it was made."""
+    stamp = spec.source.captured_at
+    if stamp:
+        text = text.replace(stamp, "").replace(markdown_text(stamp), "")
+    return _VERIFY_TIME.sub(r"\1|", text)
 
 
 def review_with_section(text: str, info: RegistryInfo, pushed_by: str) -> str:
@@ -103,9 +118,14 @@ class ProjectFiles:
         digests: dict[str, str] = {}
         for path in paths:
             if path == "ship.json":
-                digest = hashlib.sha256(spec.model_copy(update={"registry": None}).model_dump_json().encode()).hexdigest()
+                unstamped = spec.model_copy(update={"registry": None, "source": spec.source.model_copy(
+                    update={"captured_at": ""})})
+                digest = hashlib.sha256(unstamped.model_dump_json().encode()).hexdigest()
             elif path == "REVIEW.md":
-                digest = hashlib.sha256(strip_review_section(review).encode()).hexdigest()
+                digest = hashlib.sha256(without_provenance(strip_review_section(review), spec).encode()).hexdigest()
+            elif path == "README.md":
+                text = (folder / path).read_text(encoding="utf-8", errors="replace")
+                digest = hashlib.sha256(without_provenance(text, spec).encode()).hexdigest()
             else:
                 digest = digests[path] = sha256_file(folder / path)
             lines.append(f"{path}\0{digest}\n")
