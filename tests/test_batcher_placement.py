@@ -68,3 +68,23 @@ def test_requests_that_arrive_together_are_one_call():
     together = [[i] for i in range(8)]
     assert run_rounds(batcher, [[[0]], together]) == [[[1]], [[i + 1] for i in range(8)]]
     assert calls == [1, 8]  # measured once; then eight requests at once: one call, none of them alone
+
+
+def test_a_call_that_fails_as_a_whole_is_run_again_request_by_request():
+    """A nesting too deep for one request's input is that request's 422, not every co-batched request's
+    500; a call of several requests too large for memory is run again one request at a time."""
+    def predict(instances):
+        if len(instances) > 3:
+            raise MemoryError("the joined call is too large")
+        if "deep" in instances:
+            raise RecursionError("maximum recursion depth exceeded")
+        return [len(text) for text in instances]
+
+    batcher = batching.Batcher(predict, enabled=True, max_batch=100, max_wait_ms=0, threads=1)
+    outcomes = batcher.run_batch([["a"], ["bb", "deep"], ["ccc"]])
+    assert outcomes[0] == [1] and outcomes[2] == [3]
+    assert isinstance(outcomes[1], batching.ModelRejection) and outcomes[1].index == 1
+    assert "RecursionError" in outcomes[1].cause
+    assert batcher.run_batch([["a", "b"], ["cc", "dd"]]) == [[1, 1], [2, 2]]  # 4 together: too large
+    alone = batcher.run_batch([["a", "b", "c", "d"]])  # one request too large on its own: the server's fault
+    assert isinstance(alone[0], MemoryError)

@@ -198,3 +198,65 @@ def test_single_row_sample_and_lists_of_strings(ipython):
     assert onerow["enabled"] is False and "one row" in onerow["reason"]
     lengths = json.loads(Path("services/lengths/ship.json").read_text())["batching"]
     assert lengths["enabled"] is True
+
+
+def test_dependences_the_sample_alone_hides_leave_batching_off(ipython):
+    """The proof also runs on variants of the sample: with nulls where the schema allows them (a null in
+    one request would turn another request's integer column into floats), with values shared by its rows
+    (a per-key aggregate over a sample of unique keys), with texts of other lengths (padding to the
+    call's longest text). Each of these entry functions is row-wise on its sample and not in service."""
+    ok_cell(ipython, """
+        import numpy as np
+        import pandas as pd
+        from sklearn.linear_model import LinearRegression
+        rng = np.random.default_rng(3)
+        sales = pd.DataFrame({"store_id": rng.choice([1042, 2001], 40), "units": rng.integers(0, 50, 40).astype(float)})
+        raw = sales.astype({"store_id": "float"})
+        raw.loc[:3, "store_id"] = np.nan
+        BASE = {"1042": 100.0, "2001": 300.0}  # keys as text: str(1042.0) is "1042.0"
+        def sales_features(frame):
+            return pd.DataFrame({"units": frame["units"], "base": frame["store_id"].astype(str).map(BASE).fillna(0.0)})
+        reg = LinearRegression().fit(sales_features(sales), sales.units + sales.store_id.map({1042: 100.0, 2001: 300.0}))
+        tx = pd.DataFrame({"user": np.arange(30), "amount": rng.lognormal(3, 1, 30)})
+        def amount_ratio(frame):
+            return (frame["amount"] / frame.groupby("user")["amount"].transform("mean")).to_numpy()
+        texts = ["good film", "bad plot", "fine cast", "dull story", "great show", "weak end"]
+        def padded_mean(items):
+            ids = [[len(word) for word in text.split()] for text in items]
+            width = max(len(x) for x in ids)
+            return np.array([x + [0] * (width - len(x)) for x in ids], dtype=float).mean(axis=1)
+    """)
+    ok_cell(ipython, """
+        %%ship storesales --sample sales.head(12) --reference raw --no-verify
+        def predict(frame):
+            return reg.predict(sales_features(frame))
+    """)
+    ok_cell(ipython, """
+        %%ship ratio --sample tx --no-verify
+        def predict(frame):
+            return amount_ratio(frame)
+    """)
+    ok_cell(ipython, """
+        %%ship padded --sample texts --no-verify
+        def predict(items):
+            return padded_mean(items)
+    """)
+    reasons = {name: json.loads(Path(f"services/{name}/ship.json").read_text())["batching"]
+               for name in ("storesales", "ratio", "padded")}
+    assert all(not b["enabled"] for b in reasons.values()), reasons
+    assert reasons["storesales"]["reason"].startswith("not row-wise: the sample with nulls in its nullable fields")
+    assert reasons["ratio"]["reason"].startswith("not row-wise: the sample with every row taking the first row's field user")
+    assert reasons["padded"]["reason"].startswith("not row-wise: the sample with texts of other lengths")
+    assert "not row-wise: the sample with nulls" in Path("services/storesales/REVIEW.md").read_text()
+
+
+def test_the_proof_takes_the_rows_with_nulls_of_a_long_sample():
+    from jupyter_mlship.capture.batching import MAX_NULL_ROWS, MAX_PROOF_ROWS, proof_rows
+
+    rows = [{"income": None if i >= 150 else float(i), "debt": 0.5} for i in range(200)]
+    chosen = proof_rows(rows)
+    assert len(chosen) == MAX_PROOF_ROWS and all(rows[i] in chosen for i in range(150, 150 + MAX_NULL_ROWS))
+    assert chosen == sorted(chosen, key=rows.index)  # in the sample's order
+    assert proof_rows(rows[:20]) == rows[:20]
+    absent = [{"a": 1.0, "b": 2.0} for _ in range(100)] + [{"a": 1.0}]  # a field left out is a null too
+    assert absent[-1] in proof_rows(absent)

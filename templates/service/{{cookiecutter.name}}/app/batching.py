@@ -25,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-# Failures that are the server's own (500), not the request's: everything else raised by the
-# entry function on a validated request is about that input (422).
-SERVER_FAULTS = (MemoryError, SystemError, RecursionError)
+# Failures that are the server's own (500), not the request's: everything else raised by the entry
+# function on a validated request is about that input (422), a RecursionError included (the self-check
+# ran the code on the sample: a nesting too deep is this input's). A call of several requests that fails
+# in any way is run again request by request first: a batch too large for memory fails no request.
+SERVER_FAULTS = (MemoryError, SystemError)
 
 
 @dataclass
@@ -183,11 +185,11 @@ class Batcher:
         try:
             predictions = self.predict_instances(instances)
             self.cost.add(len(instances), time.perf_counter() - started)
-        except SERVER_FAULTS as exc:
-            return [exc] * len(requests)
         except Exception as exc:
             if len(requests) > 1:  # isolate: the requests that are fine get their answers
                 return [self.run_batch([r])[0] for r in requests]
+            if isinstance(exc, SERVER_FAULTS):
+                return [exc]
             return [self.find_culprit(instances, exc)]
         outcomes, start = [], 0
         for r in requests:
