@@ -88,3 +88,15 @@ def test_a_call_that_fails_as_a_whole_is_run_again_request_by_request():
     assert batcher.run_batch([["a", "b"], ["cc", "dd"]]) == [[1, 1], [2, 2]]  # 4 together: too large
     alone = batcher.run_batch([["a", "b", "c", "d"]])  # one request too large on its own: the server's fault
     assert isinstance(alone[0], MemoryError)
+
+
+def test_a_model_error_is_told_by_its_first_line():
+    """An XGBoost error goes on with a native stack trace naming the server's files: the 422 keeps the
+    first line."""
+    def predict(instances):
+        raise ValueError("[20:36:40] data.cc:1196: Check failed: valid: Input data contains `inf`\n"
+                         "Stack trace:\n  [bt] (0) /usr/lib/python3/site-packages/xgboost/lib/libxgboost.so(+0x2c1a8c)")
+
+    batcher = batching.Batcher(predict, enabled=True, max_batch=100, max_wait_ms=0, threads=1)
+    (rejection,) = batcher.run_batch([[1.0]])
+    assert rejection.cause == "ValueError: [20:36:40] data.cc:1196: Check failed: valid: Input data contains `inf`"

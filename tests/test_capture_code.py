@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from support.notebooks import ok_cell
 
@@ -448,3 +449,39 @@ def test_a_verify_that_fails_on_a_file_read_at_run_time_names_the_read(ipython):
     assert "tests failed in a clean environment" in message, message
     assert "note: `predict` reads files when it runs (`pd.read_csv('rates.csv')`" in message
     assert not Path("services/rated").exists()
+
+
+def test_a_torch_model_left_in_training_mode_is_refused_with_eval_as_the_fix(ipython):
+    """Dropout left on changes every answer; seeding would keep it on in the service."""
+    pytest.importorskip("torch")
+    ok_cell(ipython, """
+        import numpy as np
+        import torch
+        net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+        X = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    """)
+    result = ipython.run_cell("%%ship dropout --sample X --no-verify\ndef predict(x):\n"
+                              "    with torch.no_grad():\n        return net(torch.as_tensor(x)).numpy()\n")
+    message = str(result.error_in_exec)
+    assert "`net` is a torch module in training mode" in message and "call `net.eval()`" in message
+    assert "seed" not in message
+
+
+def test_a_torchscript_model_is_refused_naming_what_to_ship_instead(ipython):
+    pytest.importorskip("torch")
+    ok_cell(ipython, """
+        import numpy as np
+        import torch
+        class Reg(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 1)
+            def forward(self, x):
+                return self.lin(x)
+        scripted = torch.jit.script(Reg().eval())
+        X = np.ones((4, 2), dtype="float32")
+    """)
+    result = ipython.run_cell("%%ship scripted --sample X --no-verify\ndef predict(x):\n"
+                              "    return scripted(torch.as_tensor(x)).detach().numpy()\n")
+    message = str(result.error_in_exec)
+    assert "`scripted` (In[" in message and "is TorchScript" in message and "eager nn.Module" in message

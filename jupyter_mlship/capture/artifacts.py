@@ -96,6 +96,9 @@ def save_artifact(
             loader["estimator_types"] = estimators
     elif fmt == "xgboost-json":
         data, suffix = _via_file(lambda path: value.save_model(str(path)), "json"), "json"
+        params = xgboost_lost_params(value, data)
+        if params:
+            loader["params"] = params
     elif fmt == "lightgbm-txt":
         data, suffix = value.model_to_string().encode("utf-8"), "txt"
     elif fmt == "npy":
@@ -112,12 +115,13 @@ def save_artifact(
             raise ValueError(
                 f"{type(value).__name__}.__init__ takes arguments that are not kept as attributes of the same name"
             )
+        dtype = torch_rebuild_dtype(value, init_kwargs)
         buffer = io.BytesIO()
         torch.save(value.state_dict(), buffer)
         data, suffix = buffer.getvalue(), "pt"
         loader.update(
             module=type(value).__module__, init_kwargs=init_kwargs, training=bool(value.training),
-            **{"class": type(value).__qualname__},
+            **{"class": type(value).__qualname__}, **({"dtype": dtype} if dtype else {}),
         )
     elif fmt == "torch-pickle":
         import torch
@@ -309,6 +313,89 @@ def torch_init_kwargs(module: Any) -> dict[str, Any] | None:
         elif parameter.default is inspect.Parameter.empty:
             return None
     return kwargs
+
+
+def torch_rebuild_dtype(module: Any, init_kwargs: dict[str, Any]) -> str | None:
+    """Check that the service's rebuild (the class called with ``init_kwargs``, then the state dict) is
+    this module: every plain attribute of it and of its submodules as in the notebook (a value kept under
+    another name than its constructor argument, or changed after construction, comes back as the default
+    otherwise, and only inputs the sample happens to reach would show it), and every tensor of its own
+    dtype. Returns the floating dtype to move the rebuilt module to first ("float64" for a module made
+    ``.double()``; loading a state dict casts into the new module's float32 tensors), None for the default.
+    Raises ValueError naming the difference."""
+    import torch
+
+    rebuilt = type(module)(**init_kwargs)
+    floating = {t.dtype for t in module.state_dict().values() if t.is_floating_point()}
+    dtype = None
+    if floating and floating != {torch.get_default_dtype()}:
+        if len(floating) > 1:
+            raise ValueError(f"its tensors mix {sorted(str(d) for d in floating)}: one dtype is rebuilt only")
+        (only,) = floating
+        rebuilt, dtype = rebuilt.to(only), str(only).removeprefix("torch.")
+    rebuilt.load_state_dict(module.state_dict(), strict=True)
+    rebuilt.train(module.training)
+    for (path, mine), (_, theirs) in zip(module.named_modules(), rebuilt.named_modules()):
+        for key, value in vars(mine).items():
+            if key.startswith("_") or key == "training":
+                continue
+            again = vars(theirs).get(key, inspect.Parameter.empty)
+            if not _same_plain_value(value, again):
+                where = f"{path}.{key}" if path else key
+                raise ValueError(f"attribute {where} is {_short(value)} in the notebook but {_short(again)} when "
+                                 f"rebuilt from {type(module).__name__}({', '.join(init_kwargs)})")
+    return dtype
+
+
+def _same_plain_value(a: Any, b: Any) -> bool:
+    if b is inspect.Parameter.empty:
+        return False
+    try:
+        import numpy
+
+        if isinstance(a, numpy.ndarray) or isinstance(b, numpy.ndarray):
+            return bool(numpy.array_equal(a, b))
+        return bool(a == b) if type(a) is type(b) else False
+    except Exception:  # tensors, objects without a usable ==: compared as what they print
+        return repr(a) == repr(b)
+
+
+def _short(value: Any) -> str:
+    if value is inspect.Parameter.empty:
+        return "missing"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Parameters of xgboost's scikit-learn wrappers used only while fitting: not needed to predict again.
+XGBOOST_FIT_ONLY = {"callbacks", "eval_metric", "early_stopping_rounds", "random_state"}
+
+
+def xgboost_lost_params(model: Any, data: bytes) -> dict[str, Any]:
+    """The scikit-learn wrapper's parameters that its JSON file does not bring back, to be set again
+    after loading. ``missing`` is one: a classifier trained with missing=-999 read -999 as a number once
+    loaded, and a sample without -999 could not show it. Raises ValueError for such a parameter that
+    JSON cannot hold (a callable objective)."""
+    import math
+
+    if not hasattr(model, "get_params"):
+        return {}
+    fresh = type(model)()
+    _via_file(lambda path: (path.write_bytes(data), fresh.load_model(str(path))), "json")
+    lost: dict[str, Any] = {}
+    for key, value in model.get_params(deep=False).items():
+        again = fresh.get_params(deep=False).get(key, inspect.Parameter.empty)
+        both_nan = isinstance(value, float) and isinstance(again, float) and math.isnan(value) and math.isnan(again)
+        try:
+            same = both_nan or (type(value) is type(again) and bool(value == again))
+        except Exception:
+            same = False
+        if same or value is None or key in XGBOOST_FIT_ONLY:  # None: the booster's own value stands
+            continue
+        if not _json_safe(value):
+            raise ValueError(f"parameter {key}={_short(value)} is lost by the JSON format and is not JSON")
+        lost[key] = value
+    return lost
 
 
 def _json_safe(value: Any) -> bool:

@@ -491,7 +491,7 @@ def scan_object(name: str, value: Any, user_ns: dict[str, Any], cell: int | None
         scanner.dump(value)
     except Exception as exc:  # whatever pickling raises, the user needs the variable and reason
         _refuse_notebook_code(name, where, scanner, user_ns)
-        raise ShipError(_cannot_save_message(name, cell, exc)) from exc
+        raise ShipError(_cannot_save_message(name, cell, exc, value)) from exc
     _refuse_notebook_code(name, where, scanner, user_ns)
     return scanner
 
@@ -520,7 +520,10 @@ def _refuse_notebook_code(name: str, where: str, scanner: MainReferenceScanner, 
             )
 
 
-def _cannot_save_message(name: str, cell: int | None, exc: BaseException) -> str:
+def _cannot_save_message(name: str, cell: int | None, exc: BaseException, value: Any = None) -> str:
+    if type(value).__module__.startswith("torch.jit") or type(type(value)).__module__.startswith("torch.jit"):
+        return (f"`{name}`{_cell_text(cell)} is TorchScript (torch.jit.script or trace), which cannot be shipped "
+                "yet: ship the eager nn.Module it was made from (its class defined in the notebook or a module)")
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"`{name}`{_cell_text(cell)} cannot be saved: {text}"
 

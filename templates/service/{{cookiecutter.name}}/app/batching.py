@@ -215,8 +215,17 @@ class Batcher:
         return ModelRejection(offset, _describe(cause))
 
 
+MAX_CAUSE_CHARS = 300
+
+
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """The model's error as a 422 gives it: the first line of its message only (a native library's goes
+    on with a stack trace naming the server's files), and not too long to read."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if len(text) > MAX_CAUSE_CHARS:
+        text = text[: MAX_CAUSE_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def _unwrap(outcome: Any) -> list:

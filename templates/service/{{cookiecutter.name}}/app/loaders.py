@@ -338,6 +338,9 @@ def _import_qualified(qualified: str) -> Any:
 def _load_xgboost(path: Path, data: bytes, entry: dict[str, Any], namespace: dict[str, Any]) -> Any:
     model = _import_qualified(entry["type"])()
     model.load_model(str(path))
+    params = entry.get("loader", {}).get("params")
+    if params:  # the wrapper's parameters that the JSON file does not keep (e.g. missing=-999)
+        model.set_params(**params)
     return model
 
 
@@ -365,6 +368,8 @@ def _load_torch_state_dict(path: Path, data: bytes, entry: dict[str, Any], names
 
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     module = _torch_class(entry, namespace)(**entry["loader"].get("init_kwargs", {}))
+    if entry["loader"].get("dtype"):  # a module made .double() in the notebook: its own dtype, not float32
+        module = module.to(getattr(torch, entry["loader"]["dtype"]))
     module.load_state_dict(state, strict=True)
     module.train(entry["loader"].get("training", False))
     return module
