@@ -14,8 +14,8 @@ SCHEMA = {"kind": "dataframe", "columns": [{"name": "a", "dtype": "float64", "js
                                            {"name": "d", "dtype": "object", "json_type": "string"}]}
 
 
-def checked(n: int):
-    instances = [{"a": float(i), "d": "x"} for i in range(n)]
+def checked(n: int, a: list[float] | None = None):
+    instances = [{"a": float(i) if a is None else a[i], "d": "x"} for i in range(n)]
     return monitoring.Checked(instances, monitoring.instance_features(instances, SCHEMA), {}, [])
 
 
@@ -199,3 +199,127 @@ def test_each_prediction_is_logged_as_its_own_json_text(tmp_path, predictions):
         table = pq.read_table(tmp_path / "predictions")
         assert [json.loads(text) for text in table.column("prediction").to_pylist()] == expected
         assert table.column("guard").to_pylist() == [""] * (len(predictions) - 1) + ["a:range;d:unseen"]
+
+
+def project(folder, name: str, version: str, output: dict, reference: dict | None = None):
+    """What `mlship monitor --project` reads: ship.json (name, version, output) and model/reference.json."""
+    import json
+
+    (folder / "model").mkdir(parents=True)
+    ship = {"name": name, "version": version, "output": output, "monitoring": {}}
+    (folder / "ship.json").write_text(json.dumps(ship))
+    if reference is not None:
+        (folder / "model" / "reference.json").write_text(json.dumps(reference))
+    return folder
+
+
+LABELS = {"kind": "scalar", "container": "numpy.ndarray", "json_type": "integer"}
+
+
+def test_a_correction_later_in_the_same_feedback_post_wins(tmp_path):
+    """The items of one POST /feedback share a millisecond; the order they came in decides (seq). A log
+    written before seq existed is still read."""
+    import pyarrow as pa
+
+    from jupyter_mlship.monitor.report import build_report
+
+    log = writer(tmp_path / "logs")
+    ids = [f"r{i}" for i in range(50)]
+    for rid in ids:
+        log.put_predictions(rid, "demo", "1", checked(1), [1], 0.001)
+    log.put_outcomes("demo", "1", [item for rid in ids for item in ((rid, 0), (rid, 1))])  # 0, then corrected
+    log.start()
+    log.stop()
+    assert pq.read_table(tmp_path / "logs" / "outcomes").column("seq").type == pa.int64()
+    (row,) = build_report(str(tmp_path / "logs")).rows
+    assert row.metrics["accuracy"] == 1.0  # every request's latest outcome: 1
+
+    (path,) = (tmp_path / "logs" / "outcomes").rglob("*.parquet")
+    pq.write_table(pq.read_table(path).drop(["seq"]).slice(0, 2), path)  # as an older service wrote it
+    report = build_report(str(tmp_path / "logs"))
+    assert (report.outcomes, report.rows[0].labelled) == (1, 1)
+
+
+def test_labelled_counts_only_the_instances_a_list_outcome_reaches(tmp_path):
+    from jupyter_mlship.monitor.report import build_report
+
+    log = writer(tmp_path / "logs")
+    log.put_predictions("r1", "demo", "1", checked(3), [1, 0, 1], 0.001)
+    log.put_outcomes("demo", "1", [("r1", [1])])  # an outcome for the first instance only
+    log.start()
+    log.stop()
+    report = build_report(str(tmp_path / "logs"))
+    (row,) = report.rows
+    assert (row.instances, row.labelled, row.metrics["accuracy"], report.joined) == (3, 1, 1.0, 1)
+
+
+def test_drift_is_for_the_project_version_only_and_rows_are_per_model_and_version(tmp_path):
+    """Two versions log into one folder (a canary): each --project's drift is over its own rows, against
+    its own reference, and says which version it is for. Another model with the same version number has
+    its own rows."""
+    import numpy as np
+
+    from jupyter_mlship.monitor.report import build_report, terminal_table
+
+    rng = np.random.default_rng(0)
+    training = rng.normal(0, 1, 2000).tolist()
+    reference = {"source": "reference", "features": {"a": monitoring.profile_values("numeric", training)},
+                 "prediction": None}
+    served = {"1": rng.normal(0, 1, 600).tolist(), "2": rng.normal(1.5, 1, 600).tolist()}  # v2: shifted
+    log = writer(tmp_path / "logs", queue_rows=2000)
+    for version, values in served.items():
+        log.put_predictions(f"v{version}", "demo", version, checked(600, values), [1] * 600, 0.001)
+    log.put_predictions("other", "other", "1", checked(2), [1, 1], 0.001)
+    log.start()
+    log.stop()
+    for version, values in served.items():
+        folder = project(tmp_path / f"demo-{version}", "demo", version, LABELS, reference)
+        report = build_report(str(tmp_path / "logs"), folder)
+        (a,) = report.drift
+        assert a.psi == pytest.approx(monitoring.drift(reference["features"]["a"], values)["psi"])
+        assert report.drift_version == f"demo version {version}"
+        assert f"drift of demo version {version} against the reference profile" in terminal_table(report)
+    assert [(r.model, r.version, r.instances) for r in report.rows] == [("demo", "1", 600), ("demo", "2", 600),
+                                                                        ("other", "1", 2)]
+    elsewhere = build_report(str(tmp_path / "logs"), project(tmp_path / "demo-3", "demo", "3", LABELS, reference))
+    assert elsewhere.drift == [] and "no predictions of demo version 3" in elsewhere.warnings[0]
+
+
+def test_outcomes_named_by_class_against_probabilities_say_why_there_is_no_metric(tmp_path):
+    from jupyter_mlship.monitor.report import build_report, terminal_table
+
+    log = writer(tmp_path / "logs")
+    log.put_predictions("r1", "demo", "1", checked(2), [[0.3, 0.7], [0.9, 0.1]], 0.001)
+    log.put_outcomes("demo", "1", [("r1", ["yes", "no"])])
+    log.start()
+    log.stop()
+    vector = {"kind": "vector", "container": "numpy.ndarray", "json_type": "number", "width": 2, "columns": []}
+    report = build_report(str(tmp_path / "logs"), project(tmp_path / "demo", "demo", "1", vector))
+    (row,) = report.rows
+    assert row.labelled == 2 and row.metrics == {}  # not accuracy 0.000
+    reason = "outcomes are labels, predictions are probability vectors without class names"
+    assert row.metrics_unavailable == reason
+    assert f"warning: no outcome metric for demo version 1: {reason}" in terminal_table(report)
+
+
+def test_days_are_utc_days_whatever_the_machine_zone(tmp_path):
+    """Rows logged at 20:40 and 20:50 UTC are on that UTC day in Tokyo too (05:40 the next day there), and
+    --since without a zone is UTC."""
+    import datetime as dt
+    import os
+    import subprocess
+    import sys
+
+    log = writer(tmp_path / "logs")
+    for minute in (40, 50):
+        at = dt.datetime(2024, 3, 1, 20, minute, tzinfo=dt.timezone.utc).timestamp()
+        log.put_requests([(f"r{minute}", at, 0.001, 1)], "demo", "1", checked(1), [1])
+    log.start()
+    log.stop()
+    result = subprocess.run([sys.executable, "-m", "jupyter_mlship.cli", "monitor", str(tmp_path / "logs"),
+                             "--since", "2024-03-01T20:45"], env={**os.environ, "TZ": "Asia/Tokyo"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "1 predictions" in result.stdout, result.stdout
+    days = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("demo ")]
+    assert days == ["2024-03-01"], result.stdout

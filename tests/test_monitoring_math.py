@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 from sklearn.metrics import f1_score, roc_auc_score
 
-from jupyter_mlship.monitor.report import macro_f1, outcome_metrics, roc_auc
+from jupyter_mlship.monitor.report import UnscorableOutcomes, macro_f1, outcome_metrics, roc_auc
 from jupyter_mlship.runtime import runtime_module
 
 monitoring = runtime_module("monitoring")
@@ -91,6 +91,36 @@ def test_outcome_metrics_match_scikit_learn():
     assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores))
     regression = outcome_metrics([(1.0, 2.0), (3.0, 1.0)], "regression")
     assert regression == {"mae": 1.5, "rmse": pytest.approx(math.sqrt(2.5))}
+
+
+def test_outcomes_are_compared_as_json_values_true_is_1_and_1_0_is_1():
+    """A caller reports outcomes as it knows them: true for class 1 of a probability vector, 1.0 for the
+    label 1. Accuracy and AUC agree on the positive class; text stays text."""
+    from sklearn.metrics import accuracy_score
+
+    probabilities = [[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.9, 0.1]]
+    truth = [True, False, False, False]
+    metrics = outcome_metrics(list(zip(probabilities, truth)), "classification")
+    argmax = [int(np.argmax(p)) for p in probabilities]
+    assert metrics["accuracy"] == accuracy_score(truth, argmax) == 0.75
+    assert metrics["f1_macro"] == pytest.approx(f1_score(truth, argmax, average="macro"))
+    assert metrics["auc"] == roc_auc_score(truth, [p[1] for p in probabilities]) == 1.0
+    labels, outcomes = [1, 0, 1, 0], [1.0, 0.0, 0.0, 0.0]
+    assert outcome_metrics(list(zip(labels, outcomes)), "classification")["accuracy"] == 0.75
+    assert macro_f1([True, 0, 2], [1, 0.0, 2.0]) == 1.0
+    assert outcome_metrics([("1", 1), ("yes", "yes")], "classification")["accuracy"] == 0.5  # "1" is not 1
+
+
+def test_probability_vectors_are_not_scored_against_class_names_they_do_not_have():
+    """predict_proba of a model with classes "no"/"yes": the output schema names no classes, so a column
+    index cannot be compared with "yes". No number (not accuracy 0), a reason; stray outcomes are counted."""
+    probabilities = [[0.3, 0.7], [0.8, 0.2]]
+    with pytest.raises(UnscorableOutcomes, match="outcomes are labels, predictions are probability vectors "
+                                                 "without class names"):
+        outcome_metrics(list(zip(probabilities, ["yes", "no"])), "classification")
+    three = [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]]
+    metrics = outcome_metrics(list(zip(three, [2, 0.0, "b"])), "classification")
+    assert metrics["unscored"] == 1.0 and metrics["accuracy"] == 1.0
 
 
 def test_the_float_window_keeps_the_newest_values_in_order_like_a_bounded_deque():

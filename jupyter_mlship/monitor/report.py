@@ -3,9 +3,10 @@
 The log (written by the service's app/monitoring.py) is two Parquet tables under one root, a folder or
 any fsspec URL: ``predictions/date=D/*.parquet`` (one row per instance) and ``outcomes/date=D/*.parquet``
 (POST /feedback). Outcomes are joined with predictions by request_id (the latest outcome per request
-wins). Per model version and day: volume, latency percentiles, the outcome metric that fits the output
-schema, label delay; per feature: drift against the reference profile over time, with the same PSI code
-the service uses (imported from the template, so the numbers agree).
+wins, by ts then seq). Per model, version and day (UTC): volume, latency percentiles, the outcome metric
+that fits the output schema, label delay; per feature: drift of the --project's version against its
+reference profile over time, with the same PSI code the service uses (imported from the template, so the
+numbers agree).
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ class MonitorError(ValueError):
     """The log or the project cannot be read; one sentence naming the cause."""
 
 
+class UnscorableOutcomes(ValueError):
+    """No outcome can be compared with its prediction; one sentence saying why."""
+
+
 @dataclass
 class VersionDay:
+    model: str
     version: str
-    day: str
+    day: str  # UTC
     requests: int
     instances: int
     latency_ms: dict[str, float]  # p50, p95, p99 over requests
-    labelled: int = 0
+    labelled: int = 0  # instances that have an outcome
     metrics: dict[str, float] = field(default_factory=dict)  # accuracy, f1, auc / mae, rmse
+    metrics_unavailable: str = ""  # why there is no outcome metric although there are outcomes
     label_delay_s: float | None = None  # median time from prediction to outcome
 
 
@@ -61,6 +68,7 @@ class MonitorReport:
     since: str | None
     task: str  # "classification" | "regression" | "unknown"
     reference_source: str | None
+    drift_version: str | None  # "NAME version V": the --project's rows, the only ones drift is computed over
     rows: list[VersionDay]
     drift: list[FeatureDrift]  # most drifted first
     prediction_drift: FeatureDrift | None
@@ -103,6 +111,8 @@ class LogReader:
         except (ImportError, ValueError) as exc:
             raise MonitorError(f"{url}: cannot open this location ({exc})") from exc
         self.con = duckdb.connect()
+        # Days are UTC days, like the log's date= folders, whatever the machine's zone.
+        self.con.execute("SET TimeZone = 'UTC'")
         from fsspec.implementations.local import LocalFileSystem
 
         self.protocol: str | None = None
@@ -169,7 +179,7 @@ def build_report(url: str, project: Path | None = None, since: str | None = None
     if not reader.files["predictions"]:
         raise MonitorError(f"{url}: no readable prediction files ({len(bad)} not Parquet, e.g. {bad[0]})")
     report = _report(reader, url, project, moment, ship, reference)
-    report.warnings = [f"left out {path}: not a readable Parquet file" for path in bad]
+    report.warnings += [f"left out {path}: not a readable Parquet file" for path in bad]
     return report
 
 
@@ -181,11 +191,14 @@ def _report(reader: LogReader, url: str, project: Path | None, moment: _dt.datet
     predictions = reader.source("predictions", first_day)
     reader.con.execute(f"CREATE OR REPLACE TEMP VIEW p AS SELECT * FROM {predictions} {where}")
     if reader.files["outcomes"]:
-        # The latest outcome per request wins (a correction replaces an earlier report).
+        # The latest outcome per request wins (a correction replaces an earlier report): by time, then by
+        # seq, the order of arrival within one process (the items of one POST share a millisecond). Logs
+        # written before seq existed have none (null): their ties stay unordered.
+        seq = "seq" if "seq" in reader.columns("outcomes") else "NULL"
         reader.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW o AS SELECT request_id, arg_max(outcome, ts) AS outcome, "
-            f"max(ts) AS outcome_ts "
-            f"FROM {reader.source('outcomes')} GROUP BY request_id")
+            f"CREATE OR REPLACE TEMP VIEW o AS SELECT request_id, outcome, ts AS outcome_ts "
+            f"FROM {reader.source('outcomes')} "
+            f"QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY ts DESC, {seq} DESC NULLS LAST) = 1")
         outcome_count = reader.query("SELECT count(*) FROM o")[0][0]
     else:
         reader.con.execute("CREATE OR REPLACE TEMP VIEW o AS SELECT NULL::VARCHAR AS request_id, "
@@ -195,25 +208,38 @@ def _report(reader: LogReader, url: str, project: Path | None, moment: _dt.datet
     output = (ship or {}).get("output") or {}
     task = _task(output, reader)
     rows = _version_days(reader)
+    # Joined by request_id alone, across models and versions: shadow traffic gets the primary's feedback.
     joined = reader.query(
-        "SELECT p.version, strftime(p.ts, '%Y-%m-%d') AS day, p.instance, p.prediction, o.outcome, "
+        "SELECT p.model, p.version, strftime(p.ts, '%Y-%m-%d') AS day, p.instance, p.prediction, o.outcome, "
         "epoch(o.outcome_ts) - epoch(p.ts) AS delay FROM p JOIN o USING (request_id)")
-    by_key: dict[tuple[str, str], list] = {}
-    for version, day, instance, prediction, outcome, delay in joined:
-        by_key.setdefault((version, day), []).append((instance, prediction, outcome, delay))
+    by_key: dict[tuple[str, str, str], list] = {}
+    for model, version, day, instance, prediction, outcome, delay in joined:
+        value = _outcome_for(json.loads(outcome), instance)
+        if value is not None:  # a list outcome may not reach this instance
+            by_key.setdefault((model, version, day), []).append((json.loads(prediction), value, delay))
+    warnings = []
     for row in rows:
-        labelled = by_key.get((row.version, row.day), [])
+        labelled = by_key.get((row.model, row.version, row.day), [])
         row.labelled = len(labelled)
         if labelled:
-            pairs = [(json.loads(p), _outcome_for(json.loads(o), i)) for i, p, o, _ in labelled]
-            row.metrics = outcome_metrics(pairs, task, output)
+            try:
+                row.metrics = outcome_metrics([(p, o) for p, o, _ in labelled], task, output)
+            except UnscorableOutcomes as exc:
+                row.metrics_unavailable = str(exc)
+                warning = f"no outcome metric for {row.model} version {row.version}: {exc}"
+                if warning not in warnings:  # one line per version, not one per day
+                    warnings.append(warning)
             row.label_delay_s = float(np.median([d for *_, d in labelled]))
     drift, prediction_drift = _drift(reader, reference, ship or {})
+    drift_version = f"{ship['name']} version {ship['version']}" if reference and ship else None
+    if drift_version and not drift and not prediction_drift:
+        warnings.append(f"no predictions of {drift_version} (the --project's) in this log: no drift to show")
     total = reader.query("SELECT count(*) FROM p")[0][0]
     return MonitorReport(
         source=url, project=str(project) if project else None, since=moment.isoformat() if moment else None,
-        task=task, reference_source=(reference or {}).get("source"), rows=rows, drift=drift,
-        prediction_drift=prediction_drift, joined=len(joined), predictions=total, outcomes=outcome_count,
+        task=task, reference_source=(reference or {}).get("source"), drift_version=drift_version, rows=rows,
+        drift=drift, prediction_drift=prediction_drift, joined=sum(r.labelled for r in rows), predictions=total,
+        outcomes=outcome_count, warnings=warnings,
     )
 
 
@@ -247,14 +273,14 @@ def _task(output: dict, reader: LogReader) -> str:
 
 def _version_days(reader: LogReader) -> list[VersionDay]:
     result = reader.query(
-        "SELECT version, strftime(ts, '%Y-%m-%d') AS day, count(DISTINCT request_id), count(*), "
+        "SELECT model, version, strftime(ts, '%Y-%m-%d') AS day, count(DISTINCT request_id), count(*), "
         "quantile_cont(latency_ms, 0.5) FILTER (WHERE instance = 0), "
         "quantile_cont(latency_ms, 0.95) FILTER (WHERE instance = 0), "
         "quantile_cont(latency_ms, 0.99) FILTER (WHERE instance = 0) "
-        "FROM p GROUP BY ALL ORDER BY day, version")
-    return [VersionDay(version=v, day=d, requests=r, instances=i,
+        "FROM p GROUP BY ALL ORDER BY day, model, version")
+    return [VersionDay(model=m, version=v, day=d, requests=r, instances=i,
                        latency_ms={"p50": p50 or 0.0, "p95": p95 or 0.0, "p99": p99 or 0.0})
-            for v, d, r, i, p50, p95, p99 in result]
+            for m, v, d, r, i, p50, p95, p99 in result]
 
 
 def _outcome_for(outcome: Any, instance: int) -> Any:
@@ -268,7 +294,9 @@ def _outcome_for(outcome: Any, instance: int) -> Any:
 
 
 def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None = None) -> dict[str, float]:
-    """accuracy, macro F1 and (binary) AUC for classification; MAE and RMSE for regression."""
+    """accuracy, macro F1 and (binary) AUC for classification; MAE and RMSE for regression. Outcomes and
+    predictions are compared as JSON values (see `_label`). Raises UnscorableOutcomes when no outcome can
+    be compared with its prediction."""
     pairs = [(p, o) for p, o in pairs if o is not None and p is not None]
     if not pairs:
         return {}
@@ -279,22 +307,43 @@ def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None
             error = np.array([p - o for p, o in usable])
             result |= {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean()))}
         return result
+    pairs = [(p, _label(o)) for p, o in pairs]
+    result = {}
     scores = None
-    if all(isinstance(p, list) for p, _ in pairs):  # probabilities: the label is the argmax
+    if all(isinstance(p, list) for p, _ in pairs):  # probabilities: the label is the argmax column
+        # The output schema names no classes, so only an outcome that is a column index (0..k-1, true as 1)
+        # can be compared with a column; others are counted as unscored.
+        indexed = [(p, o) for p, o in pairs if isinstance(o, int) and 0 <= o < len(p)]
+        if not indexed:
+            raise UnscorableOutcomes("outcomes are labels, predictions are probability vectors without class names")
+        if len(indexed) < len(pairs):
+            result["unscored"] = float(len(pairs) - len(indexed))
+        pairs = indexed
         labels = [int(np.argmax(p)) for p, _ in pairs]
-        if all(len(p) == 2 for p, _ in pairs):
+        if all(len(p) == 2 for p, _ in pairs):  # column 1 is the positive class, for AUC as for accuracy
             scores = [float(p[1]) for p, _ in pairs]
     else:
-        labels = [p for p, _ in pairs]
+        labels = [_label(p) for p, _ in pairs]
     truth = [o for _, o in pairs]
-    result = {"accuracy": float(np.mean([str(l) == str(t) for l, t in zip(labels, truth)])),
-              "f1_macro": macro_f1(labels, truth)}
-    if scores is not None and {str(t) for t in truth} <= {"0", "1", "False", "True", "false", "true"}:
-        binary = [1 if str(t) in ("1", "True", "true") else 0 for t in truth]
-        auc = roc_auc(scores, binary)
+    result |= {"accuracy": float(np.mean([l == t for l, t in zip(labels, truth)])),
+               "f1_macro": macro_f1(labels, truth)}
+    if scores is not None:
+        auc = roc_auc(scores, truth)
         if auc is not None:
             result["auc"] = auc
     return result
+
+
+def _label(value: Any) -> Any:
+    """A value as the classification metrics compare it: numbers by value (true is 1, 1.0 is 1), text as
+    text ("1" is not 1), lists and objects by their JSON (hashable, never equal to a text)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, dict)):
+        return ("json", json.dumps(value, sort_keys=True))
+    return value
 
 
 def _finite_number(value: Any) -> bool:
@@ -302,12 +351,12 @@ def _finite_number(value: Any) -> bool:
 
 
 def macro_f1(predicted: list, truth: list) -> float:
-    classes = sorted({str(v) for v in truth} | {str(v) for v in predicted})
+    predicted, truth = [_label(v) for v in predicted], [_label(v) for v in truth]
     scores = []
-    for c in classes:
-        tp = sum(1 for p, t in zip(predicted, truth) if str(p) == c and str(t) == c)
-        fp = sum(1 for p, t in zip(predicted, truth) if str(p) == c and str(t) != c)
-        fn = sum(1 for p, t in zip(predicted, truth) if str(p) != c and str(t) == c)
+    for c in set(truth) | set(predicted):
+        tp = sum(1 for p, t in zip(predicted, truth) if p == c and t == c)
+        fp = sum(1 for p, t in zip(predicted, truth) if p == c and t != c)
+        fn = sum(1 for p, t in zip(predicted, truth) if p != c and t == c)
         scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return float(np.mean(scores))
 
@@ -336,7 +385,13 @@ def roc_auc(scores: list[float], labels: list[int]) -> float | None:
 
 
 def _drift(reader: LogReader, reference: dict | None, ship: dict) -> tuple[list[FeatureDrift], FeatureDrift | None]:
+    """Drift of the project's own model and version (ship.json) against its reference; other versions
+    logging to the same place have their own reference."""
     if not reference:
+        return [], None
+    own = "FROM p WHERE model = ? AND version = ?"
+    key = [ship["name"], ship["version"]]
+    if not reader.query(f"SELECT count(*) {own}", key)[0][0]:
         return [], None
     monitoring = runtime_module("monitoring")
     hashed = set((ship.get("monitoring") or {}).get("log_hash") or [])
@@ -347,11 +402,11 @@ def _drift(reader: LogReader, reference: dict | None, ship: dict) -> tuple[list[
         if column not in columns or name in hashed:
             continue
         quoted = '"' + column.replace('"', '""') + '"'
-        rows = reader.query(f"SELECT strftime(ts, '%Y-%m-%d'), {quoted} FROM p")
+        rows = reader.query(f"SELECT strftime(ts, '%Y-%m-%d'), {quoted} {own}", key)
         result.append(_feature_drift(monitoring, name, profile, rows))
     prediction = None
     if reference.get("prediction"):
-        rows = reader.query("SELECT strftime(ts, '%Y-%m-%d'), prediction FROM p")
+        rows = reader.query(f"SELECT strftime(ts, '%Y-%m-%d'), prediction {own}", key)
         values = monitoring.prediction_values([json.loads(v) for _, v in rows], ship.get("output") or {})[1]
         prediction = _feature_drift(monitoring, "(prediction)", reference["prediction"],
                                     [(d, v) for (d, _), v in zip(rows, values)])
@@ -404,18 +459,18 @@ def terminal_table(report: MonitorReport) -> str:
     lines = [f"inference log {report.source}: {report.predictions} predictions, {report.outcomes} outcomes, "
              f"{report.joined} joined" + (f" (since {report.since})" if report.since else "")]
     metric_names = sorted({m for r in report.rows for m in r.metrics})
-    header = ["version", "day", "requests", "instances", "p50 ms", "p95 ms", "p99 ms", "labelled",
+    header = ["model", "version", "day", "requests", "instances", "p50 ms", "p95 ms", "p99 ms", "labelled",
               *metric_names, "label delay"]
     table = [header]
     for r in report.rows:
-        table.append([r.version, r.day, str(r.requests), str(r.instances), f"{r.latency_ms['p50']:.1f}",
+        table.append([r.model, r.version, r.day, str(r.requests), str(r.instances), f"{r.latency_ms['p50']:.1f}",
                       f"{r.latency_ms['p95']:.1f}", f"{r.latency_ms['p99']:.1f}", str(r.labelled),
                       *[f"{r.metrics[m]:.3f}" if m in r.metrics else "" for m in metric_names],
                       _duration(r.label_delay_s)])
     lines += _columns(table)
     if report.drift:
-        lines += ["", f"drift against the {report.reference_source} profile (PSI: > 0.1 moderate, > 0.25 major), "
-                      "most drifted first:"]
+        lines += ["", f"drift of {report.drift_version} against the {report.reference_source} profile "
+                      "(PSI: > 0.1 moderate, > 0.25 major), most drifted first:"]
         drift_rows = [["feature", "kind", "PSI", "status", "null rate change", "PSI by day"]]
         for d in ([*report.drift, report.prediction_drift] if report.prediction_drift else report.drift):
             drift_rows.append([d.feature, d.kind, "" if d.psi is None else f"{d.psi:.3f}", d.status,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -147,6 +148,11 @@ def _json_column(pa: Any, values: list) -> Any:
     offsets[0], offsets[-1] = 0, len(data)
     offsets[1:-1] = ends - np.arange(len(ends))
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+# Orders outcomes within one process: the items of one POST /feedback share a millisecond, and a
+# correction later in the list must still win. next() on it is atomic under the GIL.
+_OUTCOME_SEQ = itertools.count()
 
 
 @dataclass
@@ -361,6 +367,7 @@ class InferenceLog:
             "model": pa.array([name] * n, pa.string()),
             "version": pa.array([version] * n, pa.string()),
             "outcome": pa.array([json.dumps(outcome) for _, outcome in items], pa.string()),
+            "seq": pa.array([next(_OUTCOME_SEQ) for _ in items], pa.int64()),
         })
 
     def _predictions_table(self, requests: list[tuple[str, float, float, int]], name: str, version: str,

@@ -597,12 +597,12 @@ async def predict_content(body: bytes, route: str, request_id: str) -> tuple[int
     if count > service.max_instances:
         detail = f"instances: {count} instances, at most {service.max_instances} per request"
         return 413, {"detail": detail, "request_id": request_id}
-    INSTANCES.observe(count)
     checked = None
     if MONITOR.guard_rejects:  # monitoring: --guard reject refuses values unlike the training data
         checked = MONITOR.check(instances)
         if checked.violations:
             return 422, invalid_content(checked.problems, request_id)
+    INSTANCES.observe(count)  # requests the model is asked to answer, not those refused above
     try:
         predictions = await service.batcher.predict(instances, request_id)
     except ModelRejection as exc:
