@@ -36,6 +36,10 @@ log = logging.getLogger("app.monitoring")
 PSI_WARN, PSI_ALERT = 0.1, 0.25
 EMPTY_BIN = 1e-4  # an empty bin counts as this fraction, as in Evidently, so PSI stays finite
 MIN_DRIFT_ROWS = 500  # below this many values in the window, a verdict would be noise
+# A categorical feature is called drifted only when its PSI is over a threshold AND the chi-square test
+# says the difference is not sampling noise: with many categories and a small window, PSI's noise alone
+# is about (K - 1) * (1/n + 1/m) (0.11 for 51 categories and 500 values: a false "warn" most of the time).
+DRIFT_P_VALUE = 0.01
 QUANTILE_BINS = 10  # deciles of the reference
 TOP_CATEGORIES = 50  # categories kept by name; the rest are "other"
 WIDE_ARRAY = 32  # arrays wider than this are summarised (norm, mean), not watched position by position
@@ -328,7 +332,10 @@ def drift(profile: dict, values: list) -> dict:
     elif score is None:
         result["status"] = "ok"
     else:
-        result["status"] = "alert" if score > PSI_ALERT else "warn" if score > PSI_WARN else "ok"
+        level = "alert" if score > PSI_ALERT else "warn" if score > PSI_WARN else "ok"
+        if level != "ok" and result.get("p_value", 0.0) >= DRIFT_P_VALUE:
+            level = "ok"  # as large a PSI as chance alone gives this many categories and values
+        result["status"] = level
     return result
 
 
@@ -625,7 +632,8 @@ class Monitor:
             "model": {"name": self.name, "version": self.version},
             "reference": {k: self.reference.get(k) for k in ("source", "rows")} if self.reference else None,
             "window": {"size": self.window_size, "filled": max((len(v) for v in windows.values()), default=0)},
-            "thresholds": {"psi_warn": PSI_WARN, "psi_alert": PSI_ALERT, "min_rows": MIN_DRIFT_ROWS},
+            "thresholds": {"psi_warn": PSI_WARN, "psi_alert": PSI_ALERT, "min_rows": MIN_DRIFT_ROWS,
+                           "categorical_p_value": DRIFT_P_VALUE},
             "features": features,
             "prediction": drift(prediction_profile, predictions) if prediction_profile else None,
             "guard": {"mode": self.guard_mode, "requests_flagged": flagged, "requests_rejected": rejected,
@@ -698,13 +706,22 @@ def clean_numeric_features(features: dict[str, Any], profiles: dict) -> set[str]
     if len(names) < 2 or len({len(features[name]) for name in names}) != 1:
         return set()
     block = np.stack([features[name] for name in names])  # one row per feature
-    low = np.array([profiles[name].get("min", -np.inf) for name in names])[:, None]
-    high = np.array([profiles[name].get("max", np.inf) for name in names])[:, None]
+    low, high = (np.array(bounds)[:, None] for bounds in zip(*(training_range(profiles[name]) for name in names)))
     null_ok = np.array([profiles[name].get("null_rate", 0.0) > 0 for name in names])
     with np.errstate(invalid="ignore"):
         outside = ((block < low) | (block > high)).any(axis=1)
     nulls = np.isnan(block).any(axis=1) & ~null_ok
     return {name for name, found in zip(names, outside | nulls) if not found}
+
+
+def training_range(profile: dict) -> tuple[float, float]:
+    """A numeric feature's [min, max] in training; none at all (min > max) when training had only
+    missing values there; unbounded when the profile says nothing."""
+    if "min" in profile:
+        return profile["min"], profile["max"]
+    if profile.get("count") and profile.get("null_rate", 0.0) >= 1.0:
+        return math.inf, -math.inf
+    return -math.inf, math.inf
 
 
 def guard_indices(profile: dict, values: Any) -> dict[str, Any]:
@@ -717,9 +734,10 @@ def guard_indices(profile: dict, values: Any) -> dict[str, Any]:
         array = values if isinstance(values, np.ndarray) else _floats(values)
         if not null_ok:
             found["unexpected_null"] = np.flatnonzero(np.isnan(array)).tolist()
-        if kind == "numeric" and "min" in profile:
+        if kind == "numeric":
+            low, high = training_range(profile)
             with np.errstate(invalid="ignore"):
-                found["out_of_range"] = np.flatnonzero((array < profile["min"]) | (array > profile["max"])).tolist()
+                found["out_of_range"] = np.flatnonzero((array < low) | (array > high)).tolist()
         return {problem: indices for problem, indices in found.items() if indices}
     categories = profile.get("categories") if kind == "categorical" and profile.get("complete") else None
     for index, value in enumerate(values):
@@ -745,6 +763,8 @@ def _described(found: dict[str, Any], profile: dict, values: Any, originals: lis
             value = value.item()
         if problem == "unexpected_null":
             message = NULL_MESSAGE
+        elif problem == "out_of_range" and "min" not in profile:
+            message = f"{value!r}, but the training data had no values here (every one was missing)"
         elif problem == "out_of_range":
             message = (f"{value!r} is outside the training range "
                        f"[{_number(profile['min'])}, {_number(profile['max'])}]")
