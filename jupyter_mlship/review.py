@@ -71,7 +71,7 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     ))
     inp = spec.input
     if inp.columns:
-        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing),
+        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing, inp.kind == "dataframe"),
                  _escape(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
     else:
         rows = [["(each instance)", _escape(inp.dtype or ""), _escape(inp.json_type or ""), "yes" if inp.nullable else "no",
@@ -89,7 +89,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
         "Micro-batching (concurrent requests in one model call)",
         ["enabled", "why", "max instances per call", "max wait"],
         [["yes" if batching.enabled else "no", _escape(batching.reason or "not proven row-wise"),
-          str(batching.max_batch), f"{batching.max_wait_ms:g} ms"]],
+          str(batching.max_batch) if batching.enabled else "—",
+          f"{batching.max_wait_ms:g} ms" if batching.enabled else "—"]],
     ))
     if spec.reference is not None:  # monitoring (issue 10)
         sections.append(_reference_section(spec))
@@ -116,11 +117,13 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
 MISSING_WORDS = {"nan": "as NaN", "none": "as None", "absent": "as the field left out"}
 
 
-def _null_allowed(nullable: bool, missing: str | None) -> str:
-    """Whether a field takes null, and how a null reaches the entry function."""
+def _null_allowed(nullable: bool, missing: str | None, dataframe: bool = False) -> str:
+    """Whether a field takes null, and how a null reaches the entry function. A DataFrame's field that
+    takes null may also be left out of an instance (the request schema's NotRequired): the same null."""
     if not nullable:
         return "no"
-    return f"yes, {MISSING_WORDS[missing]}" if missing in MISSING_WORDS else "yes"
+    how = f", {MISSING_WORDS[missing]}" if missing in MISSING_WORDS else ""
+    return f"yes{how}; may be left out" if dataframe else f"yes{how}"
 
 
 def _reference_section(spec: ShipSpec) -> tuple[str, list[str], list[list[str]]]:

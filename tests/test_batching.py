@@ -176,6 +176,7 @@ def test_entry_function_that_is_not_rowwise_is_not_batched(ipython):
     assert batching["enabled"] is False and batching["reason"].startswith("not row-wise")
     review = (project / "REVIEW.md").read_text()
     assert "| no | not row-wise" in review
+    assert re.search(r"^\| no \| not row-wise.* \| — \| — \|$", review, re.M)  # no batch size or wait when off
 
 
 def test_single_row_sample_and_lists_of_strings(ipython):
@@ -247,7 +248,9 @@ def test_dependences_the_sample_alone_hides_leave_batching_off(ipython):
     assert reasons["storesales"]["reason"].startswith("not row-wise: the sample with nulls in its nullable fields")
     assert reasons["ratio"]["reason"].startswith("not row-wise: the sample with every row taking the first row's field user")
     assert reasons["padded"]["reason"].startswith("not row-wise: the sample with texts of other lengths")
-    assert "not row-wise: the sample with nulls" in Path("services/storesales/REVIEW.md").read_text()
+    review = Path("services/storesales/REVIEW.md").read_text()
+    assert "not row-wise: the sample with nulls" in review
+    assert "| `store_id` | int64 | integer | yes, as NaN; may be left out |" in review  # a DataFrame's null
 
 
 def test_the_proof_takes_the_rows_with_nulls_of_a_long_sample():
