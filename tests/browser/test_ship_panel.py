@@ -300,15 +300,19 @@ def test_push_promote_and_roll_back_from_the_panel(lab, page, screenshots_dir):
     registry = panel.locator("section[aria-label='Registry']")
     registry.get_by_text("No version of this notebook's models is in the registry yet").wait_for()
 
-    # Two exports of one project, each pushed: versions 1 and 2 of "reg".
-    for version in ("1", "2"):
+    # Two exports of one project with different samples, each pushed: versions 1 and 2 of "reg". The
+    # second exported again unchanged is the version it already is: nothing is pushed.
+    for version, sample, said in (("1", "X_test", "Pushed to the registry as version 1."),
+                                  ("2", "X", "Pushed to the registry as version 2."),
+                                  ("2", "X", "Already in the registry as version 2: the same files, nothing was pushed.")):
+        panel.locator("#mlship-sample").select_option(sample)
         panel.get_by_role("button", name="Export").click()
         result = panel.locator(".mlship-Result", has_text="Exported (not verified)")
         result.wait_for(timeout=120_000)
         result.get_by_role("button", name="Push", exact=True).click()
         outcome = result.locator(".mlship-PushOutcome")
         outcome.wait_for()
-        assert outcome.inner_text() == f"Pushed to the registry as version {version}.", outcome.inner_text()
+        assert outcome.inner_text() == said, outcome.inner_text()
         registry.get_by_role("button", name=f"Promote reg v{version}").wait_for()
     assert json.loads((lab.registry / "reg" / "versions" / "2" / "version.json").read_text())["parent"] == "1"
 
