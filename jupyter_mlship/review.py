@@ -82,7 +82,8 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     sections.append((
         "Response schema",
         ["kind", "returned", "JSON type", "width"],
-        [[_escape(out.kind), _code(out.container), _escape(out.json_type), str(out.width or "")]],
+        [[_escape(out.kind), _code(out.container), _escape(out.json_type),
+          str(out.width or "") + (f" (classes: {_escape(', '.join(map(str, out.labels)))})" if out.labels else "")]],
     ))
     batching = spec.batching
     sections.append((

@@ -94,6 +94,9 @@ class OutputSchema(SpecModel):
     width: int | None = None  # vector
     columns: list[Column] = Field(default_factory=list)  # record
     nullable: bool = False
+    # vector of class probabilities: the class of each column (the classifier's classes_), when the export
+    # could tell; the monitor reads outcomes named by class against them
+    labels: list[Any] | None = None
 
 
 class Golden(SpecModel):

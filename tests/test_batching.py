@@ -263,3 +263,26 @@ def test_the_proof_takes_the_rows_with_nulls_of_a_long_sample():
     assert proof_rows(rows[:20]) == rows[:20]
     absent = [{"a": 1.0, "b": 2.0} for _ in range(100)] + [{"a": 1.0}]  # a field left out is a null too
     assert absent[-1] in proof_rows(absent)
+
+
+def test_a_classifiers_classes_name_the_columns_of_its_probabilities(ipython):
+    """The output schema records which class each probability column is (the monitor scores outcomes
+    named by class with it); REVIEW.md shows them."""
+    ok_cell(ipython, """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        X = np.random.default_rng(2).normal(size=(40, 2))
+        answers = np.where(X[:, 0] > 0, "yes", "no")
+        clf = LogisticRegression().fit(X, answers)
+    """)
+    ok_cell(ipython, "%ship answers --model clf --sample X[:6] --method predict_proba --no-verify")
+    ok_cell(ipython, """
+        %%ship scores --sample X[:6] --no-verify
+        def predict(x):
+            return clf.predict_proba(x) * 2  # not probabilities: no classes
+    """)
+    output = json.loads(Path("services/answers/ship.json").read_text())["output"]
+    assert output["labels"] == ["no", "yes"]
+    assert "2 (classes: no, yes)" in Path("services/answers/REVIEW.md").read_text()
+    assert json.loads(Path("services/scores/ship.json").read_text())["output"]["labels"] is None
+

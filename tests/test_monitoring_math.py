@@ -148,6 +148,24 @@ def test_probability_vectors_are_not_scored_against_class_names_they_do_not_have
     assert metrics["unscored"] == 1.0 and metrics["accuracy"] == 1.0
 
 
+def test_probability_vectors_with_class_names_are_scored_against_named_outcomes():
+    """With the classes in the output schema (the classifier's classes_), "yes" is column 1: accuracy,
+    F1 and AUC as scikit-learn gives them on the labels; an outcome that is no class is counted apart."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    rng = np.random.default_rng(5)
+    yes = rng.uniform(size=60)
+    probabilities = [[1 - p, p] for p in yes.tolist()]
+    truth = ["yes" if p + rng.normal(0, 0.3) > 0.5 else "no" for p in yes]
+    output = {"kind": "vector", "width": 2, "labels": ["no", "yes"]}
+    metrics = outcome_metrics(list(zip(probabilities, truth)) + [([0.5, 0.5], "maybe")], "classification", output)
+    predicted = ["yes" if p > 0.5 else "no" for p in yes]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert metrics["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert metrics["auc"] == pytest.approx(roc_auc_score([t == "yes" for t in truth], yes))
+    assert metrics["unscored"] == 1.0
+
+
 def test_the_float_window_keeps_the_newest_values_in_order_like_a_bounded_deque():
     """The drift window of a numeric feature is a ring of floats; whatever the sizes taken in (smaller,
     equal to or larger than the window, wrapping around), it holds what a deque(maxlen) would."""

@@ -31,7 +31,7 @@ from .environment import (distributions_for_modules, pip_index_settings, python_
                           test_requirements)
 from .reference import build_reference, monitoring_options
 from .rehearsal import rehearse
-from .schema import infer_input_schema, infer_output_schema, make_golden
+from .schema import class_labels, infer_input_schema, infer_output_schema, make_golden
 from .secrets import find_secrets, refuse_unless_allowed
 from .target import service_requirements
 
@@ -251,6 +251,9 @@ def _schemas(run: _Run) -> tuple[Any, Any, Any]:
         golden = make_golden(run.sample, run.result, input_schema, output_schema)
     except ValueError as exc:
         raise ShipError(str(exc)) from exc
+    labels = class_labels(run.code.artifacts.values(), output_schema, golden.predictions)
+    if labels is not None:
+        output_schema = output_schema.model_copy(update={"labels": labels})
     return input_schema, output_schema, golden
 
 

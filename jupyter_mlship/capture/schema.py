@@ -7,8 +7,9 @@ from JSON instances to the sample's type is the service's own ``app/convert.py``
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..runtime import runtime_module
 from ..spec import Column, Golden, InputSchema, OutputSchema
@@ -383,6 +384,34 @@ def infer_output_schema(result: Any, n_rows: int) -> OutputSchema:
         json_type=json_type,
         nullable=json_type in ("number", "any") or len(present) < len(rows) or _dtype_nullable(dtype),
     )
+
+
+def class_labels(objects: Iterable[Any], output_schema: OutputSchema, predictions: list) -> list | None:
+    """The class of each column of a probability output: the ``classes_`` of the classifier among the
+    captured objects with as many classes as the output has columns. None when the outputs are not
+    probabilities (every row within [0, 1], summing to 1), or when no one classifier, or two that
+    disagree, say (a LabelEncoder beside a model trained on its codes)."""
+    width = output_schema.width
+    if output_schema.kind != "vector" or not width or width < 2:
+        return None
+    for row in predictions:
+        if not (isinstance(row, list) and len(row) == width and all(_is_number(v) and 0 <= v <= 1 for v in row)
+                and abs(sum(row) - 1) <= 1e-6):
+            return None
+    found = set()
+    for value in objects:
+        try:
+            classes = getattr(value, "classes_", None)
+            names = [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
+        except Exception:  # an attribute that raises, or is not a sequence: not a classifier's classes
+            continue
+        if len(names) == width and all(isinstance(n, (str, int, float, bool)) for n in names):
+            found.add(json.dumps(names))
+    return json.loads(found.pop()) if len(found) == 1 else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _dtype_json_type(dtype: str) -> str | None:

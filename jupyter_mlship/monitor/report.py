@@ -310,12 +310,17 @@ def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None
     pairs = [(p, _label(o)) for p, o in pairs]
     result = {}
     scores = None
+    names = [_label(n) for n in (output or {}).get("labels") or []]
     if all(isinstance(p, list) for p, _ in pairs):  # probabilities: the label is the argmax column
-        # The output schema names no classes, so only an outcome that is a column index (0..k-1, true as 1)
-        # can be compared with a column; others are counted as unscored.
+        if names and all(len(p) == len(names) for p, _ in pairs):
+            # The output schema names each column's class (the classifier's classes_): outcomes are those.
+            pairs = [(p, names.index(o) if o in names else o) for p, o in pairs]
+            unknown = "outcomes are not among the classes the model predicts"
+        else:  # no class names: only an outcome that is a column index (0..k-1, true as 1) is comparable
+            names, unknown = [], "outcomes are labels, predictions are probability vectors without class names"
         indexed = [(p, o) for p, o in pairs if isinstance(o, int) and 0 <= o < len(p)]
         if not indexed:
-            raise UnscorableOutcomes("outcomes are labels, predictions are probability vectors without class names")
+            raise UnscorableOutcomes(unknown)
         if len(indexed) < len(pairs):
             result["unscored"] = float(len(pairs) - len(indexed))
         pairs = indexed
