@@ -40,7 +40,7 @@ class ArtifactSpec(SpecModel):
     name: str  # the global name the feature code uses
     file: str  # relative to model/
     format: Literal[
-        "skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict", "torch-pickle", "pickle"
+        "skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict", "torchscript", "torch-pickle", "pickle"
     ]
     sha256: str
     size_bytes: int

@@ -467,7 +467,9 @@ def test_a_torch_model_left_in_training_mode_is_refused_with_eval_as_the_fix(ipy
     assert "seed" not in message
 
 
-def test_a_torchscript_model_is_refused_naming_what_to_ship_instead(ipython):
+def test_a_torchscript_model_is_shipped_as_torchscript(ipython):
+    """torch.jit.script / trace: saved with torch.jit.save (no Python objects to pickle) and loaded with
+    torch.jit.load by the service, giving the notebook's outputs."""
     pytest.importorskip("torch")
     ok_cell(ipython, """
         import numpy as np
@@ -477,11 +479,28 @@ def test_a_torchscript_model_is_refused_naming_what_to_ship_instead(ipython):
                 super().__init__()
                 self.lin = torch.nn.Linear(2, 1)
             def forward(self, x):
-                return self.lin(x)
+                return self.lin(x).squeeze(-1)
+        torch.manual_seed(0)
         scripted = torch.jit.script(Reg().eval())
-        X = np.ones((4, 2), dtype="float32")
+        traced = torch.jit.trace(Reg().eval(), torch.zeros(1, 2))
+        X = np.random.default_rng(0).normal(size=(5, 2)).astype("float32")
     """)
-    result = ipython.run_cell("%%ship scripted --sample X --no-verify\ndef predict(x):\n"
-                              "    return scripted(torch.as_tensor(x)).detach().numpy()\n")
-    message = str(result.error_in_exec)
-    assert "`scripted` (In[" in message and "is TorchScript" in message and "eager nn.Module" in message
+    ok_cell(ipython, """
+        %%ship scripted --sample X --no-verify
+        def predict(x):
+            with torch.no_grad():
+                return (scripted(torch.as_tensor(x)) + traced(torch.as_tensor(x))).numpy()
+    """)
+    project = Path("services/scripted")
+    artifacts = {a["name"]: a for a in json.loads((project / "ship.json").read_text())["artifacts"]}
+    assert {artifacts[n]["format"] for n in ("scripted", "traced")} == {"torchscript"}
+    assert "torch" in (project / "requirements.txt").read_text()
+    from jupyter_mlship.capture.artifacts import load_saved
+    from jupyter_mlship.spec import ArtifactSpec
+
+    import torch
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(7, 2)).astype("float32"))
+    for name in ("scripted", "traced"):
+        loaded = load_saved(ArtifactSpec(**artifacts[name]), project / "model", {})
+        with torch.no_grad():
+            assert torch.equal(loaded(x), ipython.user_ns[name](x))

@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ShipError
 from ..imports import without_modules
-from .code import MainReferenceScanner, constant_source
+from .code import MainReferenceScanner, constant_source, is_torchscript
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec
 
-SAFE_FORMATS = {"skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict"}
+SAFE_FORMATS = {"skops", "xgboost-json", "lightgbm-txt", "npy", "torch-state-dict", "torchscript"}
 
 
 def qualified_type(value: Any) -> str:
@@ -59,6 +59,8 @@ def device_fallback(devices: Iterable[str], allowed_by_flag: bool) -> bool:
 def format_candidates(value: Any, refers_to_notebook: bool) -> list[str]:
     """Formats to try for ``value``, safest first."""
     module = type(value).__module__.split(".")[0]
+    if is_torchscript(value):  # its own format: the compiled code and tensors, no Python objects
+        return ["torchscript"]
     if _is_torch_module(value):
         return ["torch-state-dict", "torch-pickle"]
     if module == "xgboost" and hasattr(value, "save_model"):
@@ -123,6 +125,13 @@ def save_artifact(
             module=type(value).__module__, init_kwargs=init_kwargs, training=bool(value.training),
             **{"class": type(value).__qualname__}, **({"dtype": dtype} if dtype else {}),
         )
+    elif fmt == "torchscript":
+        import torch
+
+        buffer = io.BytesIO()
+        torch.jit.save(value, buffer)
+        data, suffix = buffer.getvalue(), "pt"
+        loader["training"] = bool(value.training)
     elif fmt == "torch-pickle":
         import torch
 

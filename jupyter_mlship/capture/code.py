@@ -487,6 +487,9 @@ def scan_object(name: str, value: Any, user_ns: dict[str, Any], cell: int | None
     """What an artifact refers to; refuses what cannot be saved or would load differently."""
     scanner = MainReferenceScanner()
     where = _cell_text(cell)
+    if is_torchscript(value):  # saved as TorchScript (its own code, no pickled Python objects): torch only
+        scanner.modules.add("torch")
+        return scanner
     try:
         scanner.dump(value)
     except Exception as exc:  # whatever pickling raises, the user needs the variable and reason
@@ -520,10 +523,16 @@ def _refuse_notebook_code(name: str, where: str, scanner: MainReferenceScanner, 
             )
 
 
+def is_torchscript(value: Any) -> bool:
+    """A scripted or traced torch module (torch.jit.script / trace), which torch.jit.save writes whole."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.jit.ScriptModule)
+
+
 def _cannot_save_message(name: str, cell: int | None, exc: BaseException, value: Any = None) -> str:
-    if type(value).__module__.startswith("torch.jit") or type(type(value)).__module__.startswith("torch.jit"):
-        return (f"`{name}`{_cell_text(cell)} is TorchScript (torch.jit.script or trace), which cannot be shipped "
-                "yet: ship the eager nn.Module it was made from (its class defined in the notebook or a module)")
+    if type(value).__module__.startswith("torch.jit"):  # a scripted function: torch.jit.save takes modules
+        return (f"`{name}`{_cell_text(cell)} is a TorchScript function, which cannot be saved: script a module "
+                "that calls it (torch.jit.script(nn.Module)), or ship the Python function")
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"`{name}`{_cell_text(cell)} cannot be saved: {text}"
 

@@ -37,7 +37,8 @@ SERVICE_RUNTIME_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptool
                            "pyarrow", "fsspec")
 # Artifact format -> the module its loader imports in the service (app/loaders.py).
 ARTIFACT_FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
-                           "torch-state-dict": "torch", "torch-pickle": "torch", "npy": "numpy"}
+                           "torch-state-dict": "torch", "torchscript": "torch", "torch-pickle": "torch",
+                           "npy": "numpy"}
 
 
 def python_version() -> str:

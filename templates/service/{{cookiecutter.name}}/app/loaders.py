@@ -36,7 +36,7 @@ FEATURES_MODULE = "app.features"  # where the notebook's own functions and class
 ALLOW_SKEW_ENV = "MLSHIP_ALLOW_VERSION_SKEW"
 DEVICE_ENV = "MLSHIP_DEVICE"
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
-MOVABLE_FORMATS = {"torch-state-dict", "torch-pickle"}  # the formats whose objects can change device
+MOVABLE_FORMATS = {"torch-state-dict", "torchscript", "torch-pickle"}  # the formats whose objects can change device
 # The same release without CUDA code: CPU images pin it instead (requirements.txt), same module, same version.
 CPU_TWINS = {"xgboost": "xgboost-cpu"}
 # Released as builds of one version (+cpu, +cu128...): a CPU image pins +cpu where the notebook ran a CUDA
@@ -375,6 +375,14 @@ def _load_torch_state_dict(path: Path, data: bytes, entry: dict[str, Any], names
     return module
 
 
+def _load_torchscript(path: Path, data: bytes, entry: dict[str, Any], namespace: dict[str, Any]) -> Any:
+    import torch
+
+    module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    module.train(entry["loader"].get("training", False))
+    return module
+
+
 def _load_torch_pickle(path: Path, data: bytes, entry: dict[str, Any], namespace: dict[str, Any]) -> Any:
     import torch
 
@@ -398,5 +406,6 @@ LOADERS: dict[str, Callable[[Path, bytes, dict[str, Any], dict[str, Any]], Any]]
     "lightgbm-txt": _load_lightgbm,
     "npy": _load_npy,
     "torch-state-dict": _load_torch_state_dict,
+    "torchscript": _load_torchscript,
     "torch-pickle": _load_torch_pickle,
 }
