@@ -71,7 +71,7 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     ))
     inp = spec.input
     if inp.columns:
-        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing, inp.kind == "dataframe"),
+        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing, inp.kind == "dataframe", c.present),
                  _escape(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
     else:
         rows = [["(each instance)", _escape(inp.dtype or ""), _escape(inp.json_type or ""), "yes" if inp.nullable else "no",
@@ -118,12 +118,15 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
 MISSING_WORDS = {"nan": "as NaN", "none": "as None", "absent": "as the field left out"}
 
 
-def _null_allowed(nullable: bool, missing: str | None, dataframe: bool = False) -> str:
+def _null_allowed(nullable: bool, missing: str | None, dataframe: bool = False, present: bool = False) -> str:
     """Whether a field takes null, and how a null reaches the entry function. A DataFrame's field that
-    takes null may also be left out of an instance (the request schema's NotRequired): the same null."""
+    takes null may also be left out of an instance (the request schema's NotRequired): the same null. A
+    record's field the code reads without a default must be sent, as null."""
     if not nullable:
         return "no"
     how = f", {MISSING_WORDS[missing]}" if missing in MISSING_WORDS else ""
+    if present:
+        return f"yes{how}; must be sent (as null), not left out"
     return f"yes{how}; may be left out" if dataframe else f"yes{how}"
 
 

@@ -72,6 +72,9 @@ class Column(SpecModel):
     # How a null reaches the entry function: NaN, None, or (records only) the field left out.
     missing: Literal["nan", "none", "absent"] | None = None
     categories: list[Any] | None = None  # for categorical columns: the allowed values
+    # records: a nullable field that must still be sent (as null), because the entry function reads it
+    # without a default (record["note"]) and the sample always had it; others may be left out
+    present: bool = False
 
 
 class InputSchema(SpecModel):

@@ -5,6 +5,8 @@ a record field may be left out where the code reads it with a default."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -111,6 +113,35 @@ def test_a_record_field_holding_a_list_or_object_is_refused_with_what_to_do(valu
         infer_input_schema([{"age": 31, "tags": value}])
     message = str(refused.value)
     assert "'tags'" in message and "nested lists and objects" in message and "flatten" in message
+
+
+def test_a_record_field_the_code_reads_without_a_default_must_be_sent_as_null(ipython):
+    """The sample holds note: None in some records and note in all: code reading record["note"] gets a
+    request's null as None, and a request that leaves the field out a 422 naming it, not a KeyError from
+    the model."""
+    ok_cell(ipython, """
+        notes = [{"id": 1, "note": None}, {"id": 2, "note": "late"}, {"id": 3, "note": "ok"}]
+    """)
+    ok_cell(ipython, """
+        %%ship noted --sample notes --no-verify
+        def predict(records):
+            return [r["id"] + (0 if r["note"] is None else len(r["note"])) for r in records]
+    """)
+    project = Path("services/noted")
+    note = next(c for c in json.loads((project / "ship.json").read_text())["input"]["columns"] if c["name"] == "note")
+    assert (note["nullable"], note["missing"], note["present"]) == (True, "none", True)
+    assert "| `note` | str | string | yes, as None; must be sent (as null), not left out |" in (
+        project / "REVIEW.md").read_text()
+    schema = (project / "app" / "schema.py").read_text()
+    assert "'note': Optional[StrictStr]," in schema or "'note': StrictStr | None," in schema, schema
+    assert "NotRequired[" not in schema.split("Instance = ")[1].split("}))")[0]
+    check = ("from app.schema import decode_request\n"
+             "print(decode_request(b'{\"instances\": [{\"id\": 1, \"note\": null}]}'))\n"
+             "try:\n    decode_request(b'{\"instances\": [{\"id\": 1}]}')\n"
+             "except Exception as exc:\n    print(exc.errors()[0]['loc'], exc.errors()[0]['msg'])\n")
+    result = subprocess.run([sys.executable, "-c", check], cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines() == ["[{'id': 1, 'note': None}]", "('instances', 0, 'note') Field required"], (
+        result.stdout + result.stderr)
 
 
 def test_the_review_says_how_a_null_reaches_the_entry_function(ipython):

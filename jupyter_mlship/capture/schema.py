@@ -190,12 +190,16 @@ def _probe_dataframe_columns(frame: Any, schema: InputSchema, accepts_missing: C
 def _probe_records(records: list[dict], schema: InputSchema, accepts_missing: Callable) -> None:
     """Ask the entry function whether each field that every sample record holds may be left out (code such
     as ``record.get("age", 40)``), and then what a null there should reach it as: None, NaN (numbers), or
-    else the field left out."""
+    else the field left out. A field the sample holds null in, always present, that cannot be left out
+    (``record["note"]``) must be sent, as null."""
     instances = sample_to_instances(records[:PROBE_ROWS], schema)
     for column in schema.columns:
-        if column.nullable:
-            continue
         left_out = [{k: v for k, v in instance.items() if k != column.name} for instance in instances]
+        if column.nullable:  # null in the sample: may a request also leave the field out?
+            if column.missing != "absent" and all(column.name in record for record in records) \
+                    and not _accepts_variant(accepts_missing, schema, column.name, left_out, column.missing):
+                column.present = True
+            continue
         if not _accepts_variant(accepts_missing, schema, column.name, left_out, None):
             continue
         nulls = [{**instance, column.name: None} for instance in instances]

@@ -131,11 +131,12 @@ def model_fields(columns: list[dict], kind: str = "input") -> list[str]:
 
 
 def typed_dict_fields(columns: list[dict]) -> list[str]:
-    """Entries of a functional TypedDict: ``"json name": Type,``; nullable fields may be left out."""
+    """Entries of a functional TypedDict: ``"json name": Type,``; nullable fields may be left out, unless
+    the code reads them without a default (``present``: sent as null)."""
     lines = []
     for column in columns:
         annotation = input_annotation(column)
-        if column.get("nullable"):
+        if column.get("nullable") and not column.get("present"):
             annotation = f"NotRequired[{annotation}]"
         lines.append(f"{str(column['name'])!r}: {annotation},")
     return lines

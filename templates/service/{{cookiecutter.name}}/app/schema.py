@@ -38,7 +38,7 @@ AwareIsoDatetime = Annotated[AwareDatetime, Strict(False), BeforeValidator(iso_s
 {% if input.kind in ("dataframe", "records") %}
 # One {{ "row" if input.kind == "dataframe" else "record" }}, keyed by the sample's own column names. A TypedDict, not a model: a request
 # is validated straight from its JSON into plain dicts, with no object per row. Nullable fields accept
-# null and may be left out.
+# null and may be left out, except those the code reads without a default (sent as null).
 Instance = with_config(ConfigDict(extra="forbid", strict=True))(TypedDict("Instance", {
 {%- for line in input.columns | typed_dict_fields %}
     {{ line }}
