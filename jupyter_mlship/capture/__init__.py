@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import shutil
-import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from ..errors import ShipError
 from ..options import ShipOptions
 from ..runtime import runtime_module
 from ..spec import ArtifactSpec, CapturedName, Entry, MonitoringSpec, SecretFinding, ShipSpec, Source, validate_export_version, validate_name
-from .artifacts import choose_format, device_fallback
+from .artifacts import choose_format, device_fallback, is_torch_module
 from .batching import prove_rowwise
 from .cpu_builds import image_pins
 from .code import CellHistory, CodeCapture, CodeWalker, Definition, changed_module_constants, local_module_files
@@ -286,26 +285,24 @@ def _check_determinism(run: _Run, output_schema: Any, golden: Any, warnings: lis
         warnings.append(f"the entry function {run.where} failed when run a second time: {exc}")
         return
     differences = convert.compare_predictions(golden.predictions, again, golden.float_rel_tol)
+    if not differences:
+        return
     training = [name for name, value in run.code.artifacts.items() if _torch_in_training(value)]
-    if differences and training:  # dropout left on: seeding would keep it on in the service
-        raise ShipError(
-            f"the entry function {run.where} gives different outputs when run twice on the same sample "
-            f"({differences[0]}): {', '.join(f'`{n}`' for n in training)} "
-            f"{'is a torch module' if len(training) == 1 else 'are torch modules'} in training mode "
-            "(dropout and batch statistics change every call); call "
-            f"{' and '.join(f'`{n}.eval()`' for n in training)} before shipping"
-        )
-    if differences:
-        raise ShipError(
-            f"the entry function {run.where} gives different outputs when run twice on the same sample "
-            f"({differences[0]}): seed its randomness (e.g. np.random.default_rng(0) inside the function) or "
-            "remove it, so that the service answers what the notebook answers"
-        )
+    if training:  # dropout left on: seeding would keep it on in the service
+        fix = (f"{', '.join(f'`{n}`' for n in training)} "
+               f"{'is a torch module' if len(training) == 1 else 'are torch modules'} in training mode "
+               "(dropout and batch statistics change every call); call "
+               f"{' and '.join(f'`{n}.eval()`' for n in training)} before shipping")
+    else:
+        fix = ("seed its randomness (e.g. np.random.default_rng(0) inside the function) or remove it, so that "
+               "the service answers what the notebook answers")
+    raise ShipError(f"the entry function {run.where} gives different outputs when run twice on the same sample "
+                    f"({differences[0]}): {fix}")
 
 
 def _torch_in_training(value: Any) -> bool:
     """Is ``value`` a torch module with dropout or batch normalisation in training mode?"""
-    if "torch" not in sys.modules or not callable(getattr(value, "modules", None)):
+    if not is_torch_module(value):
         return False
     layers = ("torch.nn.modules.dropout", "torch.nn.modules.batchnorm")
     try:

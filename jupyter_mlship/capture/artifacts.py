@@ -32,7 +32,7 @@ def qualified_type(value: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _is_torch_module(value: Any) -> bool:
+def is_torch_module(value: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.nn.Module)
 
@@ -61,7 +61,7 @@ def format_candidates(value: Any, refers_to_notebook: bool) -> list[str]:
     module = type(value).__module__.split(".")[0]
     if is_torchscript(value):  # its own format: the compiled code and tensors, no Python objects
         return ["torchscript"]
-    if _is_torch_module(value):
+    if is_torch_module(value):
         return ["torch-state-dict", "torch-pickle"]
     if module == "xgboost" and hasattr(value, "save_model"):
         return ["xgboost-json"] + ([] if refers_to_notebook else ["skops"]) + ["pickle"]
@@ -391,9 +391,10 @@ def xgboost_lost_params(model: Any, data: bytes) -> dict[str, Any]:
         return {}
     fresh = type(model)()
     _via_file(lambda path: (path.write_bytes(data), fresh.load_model(str(path))), "json")
+    loaded = fresh.get_params(deep=False)
     lost: dict[str, Any] = {}
     for key, value in model.get_params(deep=False).items():
-        again = fresh.get_params(deep=False).get(key, inspect.Parameter.empty)
+        again = loaded.get(key, inspect.Parameter.empty)
         both_nan = isinstance(value, float) and isinstance(again, float) and math.isnan(value) and math.isnan(again)
         try:
             same = both_nan or (type(value) is type(again) and bool(value == again))

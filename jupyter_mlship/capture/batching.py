@@ -39,6 +39,9 @@ MAX_SHARED_COLUMNS = 64  # wider tables or arrays: no shared-value variants (a k
 PROOF_BUDGET_SECONDS = 20.0  # a slow entry function must not make %%ship slow: stop, leave batching off
 
 
+SAMPLE = "the sample"  # the label of the sample itself, beside its variants
+
+
 class _NotRowwise(Exception):
     """The reason batching stays off."""
 
@@ -71,15 +74,14 @@ def prove_rowwise(entry: Callable[[Any], Any], sample: Any, *, golden: Golden, i
     n = len(instances)
     checked: dict[str, int] = {}  # what the variants that ran were made of -> how many ran
     try:
-        proof.check(instances, whole, "the sample", _splits(n, every=True), errors_are_reasons=False)
+        proof.check(instances, whole, SAMPLE, _splits(n, every=True))
         for made, label, rows in sample_variants(instances, input_schema):
             try:
                 variant_whole = run(rows)
             except Exception:  # synthetic rows this code cannot take: they prove nothing either way
                 continue
             singles = MAX_SINGLE_NULL_ROWS if made == NULLS else MAX_SINGLE_ROWS
-            proof.check(rows, variant_whole, label, _splits(len(rows), every=False, singles=singles),
-                        errors_are_reasons=True)
+            proof.check(rows, variant_whole, label, _splits(len(rows), every=False, singles=singles))
             checked[made] = checked.get(made, 0) + 1
     except _NotRowwise as reason:
         return Batching(enabled=False, reason=str(reason))
@@ -94,10 +96,12 @@ class _Proof:
     def __init__(self, run: Callable[[list], list], convert: ModuleType, tolerance: float, started: float) -> None:
         self.run, self.convert, self.tolerance, self.started = run, convert, tolerance, started
 
-    def check(self, instances: list, whole: list, label: str, splits: dict[str, list[int]],
-              errors_are_reasons: bool) -> None:
-        """Raise _NotRowwise unless every split and a reordering of ``instances`` give ``whole``."""
+    def check(self, instances: list, whole: list, label: str, splits: dict[str, list[int]]) -> None:
+        """Raise _NotRowwise unless every split and a reordering of ``instances`` give ``whole``. A part
+        of a variant that fails alone while its whole call worked is a dependence on the other rows; a
+        part of the sample that fails is the entry function failing on the sample."""
         n = len(instances)
+        variant = label != SAMPLE
         for how, cuts in splits.items():
             self._in_budget()
             edges = [0, *[c for c in cuts if 0 < c < n], n]
@@ -106,7 +110,7 @@ class _Proof:
                 try:
                     joined += self.run(instances[a:b])
                 except Exception as exc:
-                    if errors_are_reasons:
+                    if variant:
                         raise _NotRowwise(
                             f"not row-wise: {label}, split {how}, raised {type(exc).__name__} on rows {a}-{b - 1} "
                             f"that the whole call took: {exc}") from None
@@ -115,7 +119,7 @@ class _Proof:
             problems = self.convert.compare_predictions(whole[: len(joined)], joined, self.tolerance)
             if problems:
                 raise _NotRowwise(f"not row-wise: {label} split {how} gives other outputs than the whole "
-                                  f"{'sample' if label == 'the sample' else 'of it'} ({problems[0]})")
+                                  f"{'of it' if variant else 'sample'} ({problems[0]})")
         self._in_budget()
         order = list(range(n))
         random.Random(0).shuffle(order)
@@ -126,7 +130,7 @@ class _Proof:
                               f"reordered: {exc}") from None
         problems = self.convert.compare_predictions([whole[i] for i in order], shuffled, self.tolerance)
         if problems:
-            which = "the sample's rows" if label == "the sample" else f"the rows of {label}"
+            which = f"the rows of {label}" if variant else "the sample's rows"
             raise _NotRowwise(f"not row-wise: reordering {which} changes their outputs ({problems[0]})")
 
     def _in_budget(self) -> None:

@@ -317,7 +317,7 @@ def outcome_metrics(pairs: list[tuple[Any, Any]], task: str, output: dict | None
             pairs = [(p, names.index(o) if o in names else o) for p, o in pairs]
             unknown = "outcomes are not among the classes the model predicts"
         else:  # no class names: only an outcome that is a column index (0..k-1, true as 1) is comparable
-            names, unknown = [], "outcomes are labels, predictions are probability vectors without class names"
+            unknown = "outcomes are labels, predictions are probability vectors without class names"
         indexed = [(p, o) for p, o in pairs if isinstance(o, int) and 0 <= o < len(p)]
         if not indexed:
             raise UnscorableOutcomes(unknown)
