@@ -1,24 +1,24 @@
 """The inference log: every answered prediction and every outcome, as Parquet, off the request path.
 
 Request threads put rows on a bounded in-memory queue (never I/O; a full queue drops the rows and
-counts them). A background thread wakes every ``flush_s`` seconds and rewrites the replica's current
-file whole: under a temporary name, fsync, renamed into place (a folder), or put as one complete
-object (object storage, through fsspec). So a reader, a crash or ``kill -9`` never sees a half-written
-file, and at most the last flush interval is lost. A file takes a flush's rows while it stays under
-``rotate_rows`` rows; otherwise they start a new one, so under load each row is encoded once rather
-than again at every rewrite. A file is also closed after ``rotate_bytes`` bytes, ``rotate_s`` seconds
-or at midnight UTC. Layout:
+counts them). A background thread wakes every ``flush_s`` seconds, encodes and compresses the rows
+taken once, as one more row group of the replica's current file, and rewrites that file whole from
+its encoded row groups: under a temporary name, fsync, renamed into place (a folder), or put as one
+complete object (object storage, through fsspec). So a reader, a crash or ``kill -9`` never sees a
+half-written file, and at most the last flush interval is lost. A file takes a flush's rows while it
+stays under ``rotate_rows`` rows; otherwise they start a new one. A file is also closed after
+``rotate_bytes`` bytes (compressed), ``rotate_s`` seconds or at midnight UTC. Layout:
 ``ROOT/predictions/date=YYYY-MM-DD/<start>-<host>-<pid>-<seq>.parquet`` and the same under ``outcomes/``.
 
-Plain runtime code: the standard library at import, pyarrow when it first writes, fsspec when
-started with a URL.
+The files are written by app/parquet_writer.py (numpy and zstandard), not pyarrow: pyarrow costs the
+serving process some 40 MB of memory, a third of the service's. Plain runtime code: fsspec is imported
+only when started with a URL.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -29,6 +29,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+if __package__ == "app":  # in the service
+    from app.parquet_writer import ParquetBuilder, Strings
+else:  # imported by jupyter_mlship (jupyter_mlship.runtime): the same file beside this one
+    from jupyter_mlship.runtime import runtime_module
+
+    ParquetBuilder, Strings = runtime_module("parquet_writer").ParquetBuilder, runtime_module("parquet_writer").Strings
 
 log = logging.getLogger("app.inference_log")
 
@@ -51,29 +58,24 @@ def _dumps(value: Any) -> str:
     return json_bytes(value).decode()
 
 
-_POOL_SET = False
+# The columns of the two tables, in file order (the feature columns follow the predictions' own).
+PREDICTION_COLUMNS = (("request_id", "string"), ("instance", "int32"), ("ts", "timestamp_ms"), ("model", "string"),
+                      ("version", "string"), ("latency_ms", "double"), ("guard", "string"),
+                      ("instance_json", "string"), ("prediction", "string"))
+OUTCOME_COLUMNS = (("request_id", "string"), ("ts", "timestamp_ms"), ("model", "string"), ("version", "string"),
+                   ("outcome", "string"), ("seq", "int64"))
 
+# A row group of fewer rows takes the next flush's rows too, encoded again as one: at low traffic a flush
+# every few seconds would otherwise leave hundreds of tiny row groups in a file, each with its metadata.
+SMALL_ROW_GROUP = 10_000
 
-def _pyarrow() -> Any:
-    """pyarrow, imported when the log first needs it, allocating with the C library's allocator: Arrow's
-    jemalloc kept up to 15 MB more after a busy minute in one measurement (others showed no difference)."""
-    global _POOL_SET
-    import pyarrow as pa
-
-    if not _POOL_SET:
-        _POOL_SET = True
-        if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-            pa.set_memory_pool(pa.system_memory_pool())
-    return pa
-
-
-TRIM_EVERY_S = 5.0  # under load, give memory back at most this often (see InferenceLog._run)
+TRIM_EVERY_S = 1.0  # under load, give memory back at most this often (see InferenceLog._run)
 
 
 def _memory_returner() -> Callable[[], Any]:
     """glibc's ``malloc_trim``: gives the heap's free pages back to the system after a flush. A flush
-    frees the file's Arrow buffers and the drained rows, but the freed pages stay in the process;
-    measured after a load test, RSS was 20 MB lower with it. A no-op on other C libraries."""
+    frees the drained rows and the encoded pages, but the freed pages stay in the process; measured
+    after a load test, RSS was 20 MB lower with it. A no-op on other C libraries."""
     try:
         import ctypes
 
@@ -83,31 +85,19 @@ def _memory_returner() -> Callable[[], Any]:
 
 
 # Columns that queries filter on (time ranges, a request, a model version): their min/max statistics let a
-# reader skip row groups. Not computed for the features and predictions (10-15% of the writer's time).
+# reader skip row groups. Not computed for the features and predictions (no query filters on them).
 STATISTICS_COLUMNS = ("request_id", "ts", "model", "version", "latency_ms")
 
 
-def _parquet_options(table: Any) -> dict:
-    """zstd at its fastest level; dictionary encoding for text columns only: on measured values (floats
-    that rarely repeat) building a dictionary tripled the cost of writing and saved nothing."""
-    import pyarrow as pa
-
-    text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    statistics = [name for name in STATISTICS_COLUMNS if name in table.schema.names]
-    return {"compression": "zstd", "compression_level": 1, "use_dictionary": text,
-            "write_statistics": statistics}
-
-
-def _guard_column(pa: Any, flags: dict[int, list[str]], n: int) -> Any:
+def _guard_column(flags: dict[int, list[str]], n: int) -> Strings:
     """The log's guard text per instance: "" or its flags joined by ";". Few instances carry flags: the
     column is their texts taken by index, not one Python string per instance."""
     import numpy as np
 
-    if not flags:
-        return pa.repeat(pa.scalar("", pa.string()), n)
-    index = np.zeros(n, dtype=np.int32)
-    index[list(flags)] = np.arange(1, len(flags) + 1, dtype=np.int32)
-    return pa.array(["", *(";".join(labels) for labels in flags.values())], pa.string()).take(pa.array(index))
+    index = np.zeros(n, dtype=np.int64)
+    if flags:
+        index[list(flags)] = np.arange(1, len(flags) + 1)
+    return Strings.from_list(["", *(";".join(labels) for labels in flags.values())]).take(index)
 
 
 def _json_values(instances: Any) -> list:
@@ -119,17 +109,17 @@ def _json_values(instances: Any) -> list:
 _NUMBER_TEXT = b"0123456789.,-+eE[]"
 
 
-def _json_column(pa: Any, values: list) -> Any:
-    """Each value's JSON text, as an Arrow string array.
+def _json_column(values: list) -> Strings:
+    """Each value's JSON text, as a column of texts.
 
     Numbers, or lists of numbers (class probabilities), the usual predictions, take one encoder call:
-    the text's top-level commas are the boundaries (no number holds a comma or a bracket), and Arrow
-    gets the text and the offsets as buffers. One Python string per value cost 5 times as much on the
-    event loop. Anything else (strings, objects, null, deeper lists) is encoded value by value."""
+    the text's top-level commas are the boundaries (no number holds a comma or a bracket), and the column
+    is that text and its offsets. One Python string per value cost 5 times as much on the event loop.
+    Anything else (strings, objects, null, deeper lists) is encoded value by value."""
     import numpy as np
 
-    def one_by_one() -> Any:
-        return pa.array([_dumps(v) for v in values], pa.string())
+    def one_by_one() -> Strings:
+        return Strings.from_list([_dumps(v) for v in values])
 
     try:
         text = json_bytes(values) if values else b""
@@ -147,10 +137,26 @@ def _json_column(pa: Any, values: list) -> Any:
     if len(ends) != len(values) - 1:  # numbers mixed with lists: not one text per value
         return one_by_one()
     data = raw[~boundary]
-    offsets = np.empty(len(values) + 1, dtype=np.int32)
+    offsets = np.empty(len(values) + 1, dtype=np.int64)
     offsets[0], offsets[-1] = 0, len(data)
     offsets[1:-1] = ends - np.arange(len(ends))
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+    return Strings(data, offsets)
+
+
+def _joined(parts: list[dict[str, Any]], schema: list[tuple[str, str]]) -> dict[str, Any]:
+    """Column sets (every column in each) as one."""
+    import numpy as np
+
+    if len(parts) == 1:
+        return parts[0]
+    return {name: Strings.concat([part[name] for part in parts]) if kind == "string"
+            else np.concatenate([part[name] for part in parts]) for name, kind in schema}
+
+
+def _null_strings(n: int) -> Strings:
+    import numpy as np
+
+    return Strings(b"", np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=bool))
 
 
 # Orders outcomes within one process: the items of one POST /feedback share a millisecond, and a
@@ -163,14 +169,38 @@ class _Stream:
     """One table of the log (predictions or outcomes): the file being filled, rewritten at each flush."""
 
     table: str
-    pending: list = field(default_factory=list)  # Arrow tables not yet in any file
-    batches: list = field(default_factory=list)  # Arrow tables of the current file
-    rows: int = 0
-    nbytes: int = 0
+    pending: list = field(default_factory=list)  # puts not yet in any file
+    pending_rows: int = 0
+    file: Any = None  # the current file's ParquetBuilder: its row groups, encoded and compressed once
+    unwritten: int = 0  # rows in the builder whose file has not been written yet (a failed write)
+    tail: list | None = None  # what the file's last row group was made of, while it is small
+    tail_rows: int = 0
     path: str | None = None
     opened: float = 0.0
     date: str = ""
     seq: int = 0
+
+
+@dataclass
+class _Predictions:
+    """One put's prediction rows, compact until the writer makes columns of them: a handful of objects
+    per put, not one or more per column (a drain of a few 1-row requests cost 5 KB in small arrays)."""
+
+    request_ids: Any  # Strings, one per request
+    counts: Any  # per request: its instances, its time (ms), its latency (ms): numpy arrays
+    ts_ms: Any
+    latency_ms: Any
+    name: str
+    version: str
+    flags: dict  # instance index -> guard labels
+    prediction: Any  # Strings: each instance's prediction as JSON
+    instance_json: Any  # Strings, or None where the feature columns hold each instance
+    numeric: Any  # (rows, numeric features) float64 matrix, NaN where missing; None without numeric features
+    texts: dict  # feature -> Strings: categorical (or hashed) features
+
+    @property
+    def rows(self) -> int:
+        return len(self.prediction)
 
 
 class InferenceLog:
@@ -190,12 +220,14 @@ class InferenceLog:
         else:  # a folder (the default): no fsspec, 30 ms less at start-up
             self.fs, self.root, self.local = None, os.path.abspath(os.path.expanduser(url)), True
         self.feature_columns, self.hashed, self.excluded = feature_columns, hashed, excluded
+        self.numeric = [f for f, kind in feature_columns.items() if kind == "numeric" and f not in hashed]
         self.category_key = category_key  # app.monitoring's, so logged categories match the reference's keys
         self.instance_json = instance_json  # False when the feature columns already hold each instance
         self.flush_s, self.queue_rows = flush_s, queue_rows
-        # The writer does not wait for its interval once this many rows are queued. Not fewer: each flush
-        # rewrites the current file whole, so flushing every k rows writes a file of r rows r/2k times.
-        self.early_rows = max(1, min(queue_rows, rotate_rows) // 2)
+        # The writer does not wait for its interval once this many rows are queued: what waits is memory
+        # (a 100-row load queues 170,000 rows a second), and a flush encodes only its own rows, though
+        # it rewrites the current file (compressed) whole: a file is written about 5 times.
+        self.early_rows = max(1, min(queue_rows // 2, rotate_rows // 5))
         self.rotate_rows, self.rotate_bytes, self.rotate_s = rotate_rows, rotate_bytes, rotate_s
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
@@ -216,7 +248,7 @@ class InferenceLog:
 
     # producers: never blocking on I/O
     def _put(self, table: str, batch: Any, count: int) -> int:
-        """Queue an Arrow table of ``count`` rows; when the queue is full drop it and count the loss."""
+        """Queue ``count`` rows; when the queue is full drop them and count the loss."""
         with self.lock:
             if self.queued_rows + count > self.queue_rows:
                 self.dropped[table] += count
@@ -232,10 +264,10 @@ class InferenceLog:
                      checked: Any, predictions: list) -> int:
         """Log rows for answered requests: (request id, time, seconds, instances) each, in order, with
         their instances' features and flags (``checked``, app.monitoring) and predictions, all concatenated.
-        Converted to Arrow here, so what waits for the writer is compact. The rows dropped (queue full)."""
+        Converted to columns here, so what waits for the writer is compact. The rows dropped (queue full)."""
         if not requests:
             return 0
-        return self._put("predictions", self._predictions_table(requests, name, version, checked, predictions),
+        return self._put("predictions", self._predictions(requests, name, version, checked, predictions),
                          len(checked.instances))
 
     def put_predictions(self, rid: str, name: str, version: str, checked: Any, predictions: list,
@@ -247,7 +279,7 @@ class InferenceLog:
     def put_outcomes(self, name: str, version: str, items: list[tuple[str, Any]]) -> int:
         if not items:
             return 0
-        return self._put("outcomes", self._outcomes_table(time.time(), name, version, items), len(items))
+        return self._put("outcomes", self._outcome_columns(time.time(), name, version, items), len(items))
 
     def status(self) -> dict:
         with self.lock:
@@ -278,7 +310,8 @@ class InferenceLog:
                 rows = self.flush()
                 # Give freed memory back after a quiet flush, and under load at most every TRIM_EVERY_S:
                 # trimmed pages fault in again at the next requests (measured at 100-row load: 3-7% fewer
-                # requests/s when trimming after every flush, several a second).
+                # requests/s when trimming after every flush, several a second; every 1 s left the log 10 MB
+                # lower after a 100-row load than every 5 s).
                 if rows < self.early_rows // 4 or time.monotonic() - trimmed >= TRIM_EVERY_S:
                     self.return_memory(0)
                     trimmed = time.monotonic()
@@ -299,15 +332,10 @@ class InferenceLog:
         with self.lock:
             items, self.queued, rows = self.queued, [], self.queued_rows
             self.queued_rows = 0
-        for table, batch, _ in items:
-            self.streams[table].pending.append(batch)
-        for stream in self.streams.values():  # storage failing for long: keep memory bounded, count the loss
-            waiting = sum(batch.num_rows for batch in stream.pending)
-            while stream.pending and waiting > self.queue_rows:
-                oldest = stream.pending.pop(0)
-                waiting -= oldest.num_rows
-                with self.lock:
-                    self.dropped[stream.table] += oldest.num_rows
+        for table, columns, count in items:
+            stream = self.streams[table]
+            stream.pending.append(columns)
+            stream.pending_rows += count
         for stream in self.streams.values():
             self._flush_stream(stream)
         return rows
@@ -315,103 +343,155 @@ class InferenceLog:
     def _flush_stream(self, stream: _Stream) -> None:
         now = time.time()
         today = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%d")
-        arriving = sum(batch.num_rows for batch in stream.pending)
-        if stream.path and (stream.rows + arriving >= self.rotate_rows or stream.nbytes >= self.rotate_bytes
-                            or now - stream.opened >= self.rotate_s or today != stream.date):
-            stream.path, stream.batches, stream.rows, stream.nbytes = None, [], 0, 0  # the file stays as written
-        if not stream.pending:
+        if stream.file is not None and not stream.unwritten and (
+                stream.file.num_rows + stream.pending_rows >= self.rotate_rows
+                or stream.file.nbytes >= self.rotate_bytes or now - stream.opened >= self.rotate_s
+                or today != stream.date):
+            stream.file, stream.path, stream.tail = None, None, None  # the file stays as written
+        if stream.pending:
+            if stream.file is None:
+                stream.seq += 1
+                stream.opened, stream.date = now, today
+                started = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+                stream.path = (f"{self.root.rstrip('/')}/{stream.table}/date={today}/"
+                               f"{started}-{self.host}-{os.getpid()}-{stream.seq:05d}.parquet")
+                schema = self._schema(stream.table)
+                stream.file = ParquetBuilder(schema, statistics={n for n, _ in schema} & set(STATISTICS_COLUMNS))
+                stream.tail, stream.tail_rows = None, 0
+            pending, rows = stream.pending, stream.pending_rows
+            stream.pending, stream.pending_rows = [], 0
+            parts, group_rows = pending, rows
+            if stream.tail:  # the last row group is small: encoded again with these rows, as one
+                stream.file.drop_last_row_group()
+                parts, group_rows = [*stream.tail, *pending], stream.tail_rows + rows
+            try:
+                stream.file.add_row_group(self._columns(stream.table, parts), group_rows)
+            except Exception:  # rows that cannot be encoded are lost, counted, never retried
+                if stream.tail:
+                    stream.file.add_row_group(self._columns(stream.table, stream.tail), stream.tail_rows)
+                with self.lock:
+                    self.dropped[stream.table] += rows
+                raise
+            stream.tail, stream.tail_rows = (parts, group_rows) if group_rows < SMALL_ROW_GROUP else (None, 0)
+            stream.unwritten += rows
+        if not stream.unwritten:
             return
-        pa = _pyarrow()
-
-        batch = stream.pending[0] if len(stream.pending) == 1 else pa.concat_tables(stream.pending)
-        if stream.path is None:
-            stream.seq += 1
-            stream.opened, stream.date = now, today
-            started = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            stream.path = (f"{self.root.rstrip('/')}/{stream.table}/date={today}/"
-                           f"{started}-{self.host}-{os.getpid()}-{stream.seq:05d}.parquet")
-        batches = [*stream.batches, batch]
-        self._write_whole(stream.path, batches)
-        stream.batches, stream.rows = batches, stream.rows + batch.num_rows
-        stream.nbytes += batch.nbytes
+        try:
+            self._write_whole(stream.path, stream.file.getvalue())
+        except Exception:
+            if stream.unwritten > self.queue_rows:  # storage failing for long: keep memory bounded, count the loss
+                with self.lock:
+                    self.dropped[stream.table] += stream.unwritten
+                stream.file, stream.path, stream.tail, stream.unwritten = None, None, None, 0  # as last written
+            raise  # the rows stay in the file's builder: the next flush writes them again
         with self.lock:
-            self.written[stream.table] += batch.num_rows
+            self.written[stream.table] += stream.unwritten
             self.files_written += 1
-        stream.pending = []
+        stream.unwritten = 0
 
-    def _write_whole(self, path: str, batches: list) -> None:
+    def _columns(self, table: str, parts: list) -> dict[str, Any]:
+        if table == "predictions":
+            return self._prediction_columns(parts)
+        return _joined(parts, list(OUTCOME_COLUMNS))
+
+    def _schema(self, table: str) -> list[tuple[str, str]]:
+        if table == "outcomes":
+            return list(OUTCOME_COLUMNS)
+        features = [(f"feature.{feature}", "string" if feature in self.hashed or kind != "numeric" else "double")
+                    for feature, kind in self.feature_columns.items()]
+        return [*PREDICTION_COLUMNS, *features]
+
+    def _write_whole(self, path: str, content: bytes) -> None:
         """The complete file: under a temporary name then renamed (local), or one whole object (remote)."""
-        pa = _pyarrow()
-        import pyarrow.parquet as pq
-
-        table = pa.concat_tables(batches)
         if self.local:
             folder, name = os.path.split(path)
             os.makedirs(folder, exist_ok=True)
             temporary = os.path.join(folder, f".{name}.tmp")
             with open(temporary, "wb") as handle:
-                pq.write_table(table, handle, **_parquet_options(table))
+                handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)  # atomic: readers see the old file or the new one
         else:
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer, **_parquet_options(table))
-            self.fs.pipe_file(path, buffer.getvalue())  # an object appears only when it is complete
+            self.fs.pipe_file(path, content)  # an object appears only when it is complete
 
     @staticmethod
-    def _outcomes_table(ts: float, name: str, version: str, items: list[tuple[str, Any]]) -> Any:
-        pa = _pyarrow()
+    def _outcome_columns(ts: float, name: str, version: str, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        import numpy as np
 
         n = len(items)
-        return pa.table({
-            "request_id": pa.array([rid for rid, _ in items], pa.string()),
-            "ts": pa.array([int(ts * 1000)] * n, pa.timestamp("ms", tz="UTC")),
-            "model": pa.array([name] * n, pa.string()),
-            "version": pa.array([version] * n, pa.string()),
-            "outcome": pa.array([json.dumps(outcome) for _, outcome in items], pa.string()),
-            "seq": pa.array([next(_OUTCOME_SEQ) for _ in items], pa.int64()),
-        })
-
-    def _predictions_table(self, requests: list[tuple[str, float, float, int]], name: str, version: str,
-                           checked: Any, predictions: list) -> Any:
-        """One row per instance, column by column (numpy and Arrow do the per-row work)."""
-        import numpy as np
-        pa = _pyarrow()
-
-        counts = np.array([n for *_, n in requests], dtype=np.int64)
-        n = int(counts.sum())
-        request = np.repeat(np.arange(len(requests)), counts)  # row -> its request
-        arrays = {
-            "request_id": pa.array([rid for rid, *_ in requests], pa.string()).take(request),
-            "instance": pa.array((np.arange(n) - (np.cumsum(counts) - counts)[request]).astype(np.int32)),
-            "ts": pa.array(np.array([int(ts * 1000) for _, ts, _, _ in requests], dtype=np.int64)[request],
-                           pa.timestamp("ms", tz="UTC")),
-            "model": pa.repeat(pa.scalar(name, pa.string()), n),
-            "version": pa.repeat(pa.scalar(version, pa.string()), n),
-            "latency_ms": pa.array(np.array([s * 1000 for _, _, s, _ in requests], dtype=float)[request]),
-            "guard": _guard_column(pa, checked.flags, n),
-            "instance_json": pa.array([_dumps(self._private(i)) for i in _json_values(checked.instances)],
-                                      pa.string())
-            if self.instance_json else pa.nulls(n, pa.string()),
-            "prediction": _json_column(pa, predictions),
+        same = np.zeros(n, dtype=np.int64)
+        return {
+            "request_id": Strings.from_list([rid for rid, _ in items]),
+            "ts": np.full(n, int(ts * 1000), dtype=np.int64),
+            "model": Strings.from_list([name]).take(same),
+            "version": Strings.from_list([version]).take(same),
+            "outcome": Strings.from_list([json.dumps(outcome) for _, outcome in items]),
+            "seq": np.array([next(_OUTCOME_SEQ) for _ in items], dtype=np.int64),
         }
-        for feature, kind in self.feature_columns.items():
+
+    def _predictions(self, requests: list[tuple[str, float, float, int]], name: str, version: str,
+                     checked: Any, predictions: list) -> _Predictions:
+        """What the writer needs of a put, copied out of the batch (its matrix is not kept alive)."""
+        import numpy as np
+
+        n = len(checked.instances)
+        numeric = None
+        if self.numeric:
+            numeric = np.empty((n, len(self.numeric)))
+            for j, feature in enumerate(self.numeric):
+                source = checked.features.get(feature)
+                numeric[:, j] = np.nan if source is None else source
+        texts = {}
+        for feature in self.feature_columns:
             source = checked.features.get(feature)
-            if source is None:
-                source = [None] * n
+            if feature in self.numeric or source is None:
+                continue
             if feature in self.hashed:
-                arrays[f"feature.{feature}"] = pa.array([None if v is None else self._hash(v) for v in source],
-                                                        pa.string())
-            elif kind == "numeric":
-                values = np.asarray(source, dtype=float)
-                missing = np.isnan(values)  # NaN (missing) -> null
-                arrays[f"feature.{feature}"] = pa.array(values, pa.float64(), mask=missing if missing.any() else None)
+                texts[feature] = Strings.from_list([None if v is None else self._hash(v) for v in source])
             else:
                 key = self.category_key
-                arrays[f"feature.{feature}"] = pa.array(
-                    [v if type(v) is str else None if v is None else key(v) for v in source], pa.string())
-        return pa.table(arrays)
+                texts[feature] = Strings.from_list([v if type(v) is str else None if v is None else key(v)
+                                                    for v in source])
+        instance_json = Strings.from_list([_dumps(self._private(i)) for i in _json_values(checked.instances)]) \
+            if self.instance_json else None
+        return _Predictions(Strings.from_list([rid for rid, *_ in requests]),
+                            np.array([count for *_, count in requests], dtype=np.int64),
+                            np.array([int(ts * 1000) for _, ts, _, _ in requests], dtype=np.int64),
+                            np.array([seconds * 1000 for _, _, seconds, _ in requests]),
+                            name, version, dict(checked.flags), _json_column(predictions), instance_json, numeric, texts)
+
+    def _prediction_columns(self, parts: list[_Predictions]) -> dict[str, Any]:
+        """One row per instance, column by column (numpy does the per-row work), in the writer thread."""
+        import numpy as np
+
+        counts = np.concatenate([p.counts for p in parts])
+        n = int(counts.sum())
+        request = np.repeat(np.arange(len(counts)), counts)  # row -> its request
+        part = np.repeat(np.arange(len(parts)), [p.rows for p in parts])  # row -> its put
+        starts = np.cumsum([0, *(p.rows for p in parts)])
+        flags = {int(start) + i: labels for p, start in zip(parts, starts) for i, labels in p.flags.items()}
+        columns: dict[str, Any] = {
+            "request_id": Strings.concat([p.request_ids for p in parts]).take(request),
+            "instance": (np.arange(n) - (np.cumsum(counts) - counts)[request]).astype(np.int32),
+            "ts": np.concatenate([p.ts_ms for p in parts])[request],
+            "model": Strings.from_list([p.name for p in parts]).take(part),
+            "version": Strings.from_list([p.version for p in parts]).take(part),
+            "latency_ms": np.concatenate([p.latency_ms for p in parts])[request],
+            "guard": _guard_column(flags, n),
+            "prediction": Strings.concat([p.prediction for p in parts]),
+        }
+        if self.instance_json:
+            columns["instance_json"] = Strings.concat([p.instance_json for p in parts])
+        if self.numeric:
+            matrix = np.concatenate([p.numeric for p in parts])
+            for j, feature in enumerate(self.numeric):
+                columns[f"feature.{feature}"] = np.ascontiguousarray(matrix[:, j])  # NaN is written as null
+        for feature in self.feature_columns:
+            if feature not in self.numeric and any(feature in p.texts for p in parts):
+                columns[f"feature.{feature}"] = Strings.concat(
+                    [p.texts.get(feature) or _null_strings(p.rows) for p in parts])
+        return columns
 
     def _hash(self, value: Any) -> str:
         return hashlib.sha256((self.hash_salt + self.category_key(value)).encode()).hexdigest()[:16]

@@ -481,7 +481,7 @@ class Monitor:
         self.enabled = True
 
     def _start_log(self, target: str, kinds: dict[str, str], env: dict) -> None:
-        from app.inference_log import InferenceLog  # the service only: pyarrow (and fsspec for a URL) load there
+        from app.inference_log import InferenceLog  # the service only (fsspec loads there, for a URL)
 
         self.log = InferenceLog(
             target,
