@@ -321,3 +321,23 @@ def test_days_are_utc_days_whatever_the_machine_zone(tmp_path):
     assert "1 predictions" in result.stdout, result.stdout
     days = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("demo ")]
     assert days == ["2024-03-01"], result.stdout
+
+
+def test_request_ids_are_random_unique_and_never_shared_with_a_forked_worker():
+    """Ids come from a pool of random bytes read 4 KB at a time: all distinct across refills, uuid4-hex
+    shaped, and a forked process draws its own rather than handing out the parent's remaining ones."""
+    import os
+    import re
+
+    ids = [monitoring.new_request_id() for _ in range(3000)]  # several refills of 128 ids
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, monitoring.new_request_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    assert from_child != monitoring.new_request_id()
+    remaining = list(monitoring._REQUEST_IDS)
+    assert from_child not in remaining and re.fullmatch(r"[0-9a-f]{32}", from_child)

@@ -55,9 +55,21 @@ _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", 
 REQUEST_ID_PROBLEM = "X-Request-ID: must be 1 to 200 visible ASCII characters"
 
 
+_REQUEST_IDS: list[str] = []  # random ids not yet handed out
+os.register_at_fork(after_in_child=_REQUEST_IDS.clear)  # a forked worker must not hand out its parent's
+
+
 def new_request_id() -> str:
-    """32 random hex digits, as a uuid4's hex (without the uuid object)."""
-    return os.urandom(16).hex()
+    """32 random hex digits, as a uuid4's hex (without the uuid object). The random bytes are read 4 KB
+    at a time: ``os.urandom`` gives up the GIL for its system call, and under load another thread (the
+    log's writer, the model's pool) then held it while requests waited (a profile of 100-row requests at
+    c16 put 34 µs a request there, against 0.45 µs for the call alone). list.pop() is atomic."""
+    try:
+        return _REQUEST_IDS.pop()
+    except IndexError:
+        block = os.urandom(4096).hex()
+        _REQUEST_IDS.extend(block[i:i + 32] for i in range(0, len(block), 32))
+        return _REQUEST_IDS.pop()
 
 
 def valid_request_id(given: bytes) -> str | None:
