@@ -353,3 +353,20 @@ def test_bad_schema_raises():
         ParquetBuilder([("x", "double"), ("x", "int32")])
     with pytest.raises(ValueError, match="compression"):
         ParquetBuilder([("x", "double")], compression="snappy")
+
+
+def test_texts_of_one_length_take_and_encode_as_rows_of_a_byte_matrix():
+    """Request ids and a model's name share one length: take and PLAIN encoding have a path of their own
+    for that (nulls between equal texts, empty texts and nulls alike), and it gives the same texts."""
+    ids = Strings.from_list(["abcd", "efgh", "ijkl"])
+    assert ids.take([2, 0, 0, 1]).to_list() == ["ijkl", "abcd", "abcd", "efgh"]
+    assert Strings.from_list(["", None, ""]).take([2, 1, 0, 1]).to_list() == ["", None, "", None]
+    assert Strings.from_list(["ab", "abc"]).take([1, 0]).to_list() == ["abc", "ab"]  # the general path
+    columns = {"request_id": ids.take(np.array([0, 1, 1, 2])), "note": ["xy", None, "zw", "ñ"],
+               "missing_text": ["", None, "", None]}
+    builder = ParquetBuilder(SCHEMA, statistics=STATISTICS)
+    builder.add_row_group(columns, 4)
+    table = pq.read_table(io.BytesIO(builder.getvalue()))
+    assert table.column("request_id").to_pylist() == ["abcd", "efgh", "efgh", "ijkl"]
+    assert table.column("note").to_pylist() == ["xy", None, "zw", "ñ"]  # "ñ" is two bytes: one length
+    assert table.column("missing_text").to_pylist() == ["", None, "", None]

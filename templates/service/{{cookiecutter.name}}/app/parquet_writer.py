@@ -134,6 +134,11 @@ class Strings:
     def take(self, indices: Any) -> Strings:
         """The texts at ``indices`` (e.g. one request id repeated over its rows), gathered without a loop."""
         indices = np.asarray(indices, np.int64)
+        width = _common_length(np.diff(self.offsets))
+        if width is not None:  # texts of one length (request ids, a model's name): rows of a byte matrix
+            data = self.data[: len(self) * width].reshape(len(self), width)[indices].ravel() if width else b""
+            return Strings(data, width * np.arange(len(indices) + 1),
+                           None if self.valid is None else self.valid[indices])
         starts = self.offsets[:-1][indices]
         lengths = self.offsets[1:][indices] - starts
         offsets = np.zeros(len(indices) + 1, np.int64)
@@ -164,11 +169,24 @@ class Strings:
         return texts
 
 
+def _common_length(lengths: np.ndarray) -> int | None:
+    """The length every text has, or None (also for no texts)."""
+    if not len(lengths) or (lengths != lengths[0]).any():
+        return None
+    return int(lengths[0])
+
+
 def _plain_byte_arrays(texts: Strings) -> np.ndarray:
     """The non-null texts PLAIN-encoded, each as a 4-byte little-endian length and its bytes. Nulls are
     empty slices, so the texts' bytes are already contiguous: only the length prefixes are interleaved."""
     lengths = np.diff(texts.offsets) if texts.valid is None else np.diff(texts.offsets)[texts.valid]
     body = texts.data[: texts.offsets[-1]]
+    width = _common_length(lengths)
+    if width is not None:  # one length: each row of a matrix is the length prefix and the text
+        out = np.empty((len(lengths), 4 + width), np.uint8)
+        out[:, :4] = np.frombuffer(struct.pack("<I", width), np.uint8)
+        out[:, 4:] = body.reshape(len(lengths), width)
+        return out.ravel()
     out = np.empty(4 * len(lengths) + len(body), np.uint8)
     prefix_at = 4 * np.arange(len(lengths)) + np.concatenate(([0], np.cumsum(lengths[:-1])))
     is_prefix = np.zeros(len(out), bool)
