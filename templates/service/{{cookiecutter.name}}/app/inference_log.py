@@ -35,7 +35,8 @@ if __package__ == "app":  # in the service
 else:  # imported by jupyter_mlship (jupyter_mlship.runtime): the same file beside this one
     from jupyter_mlship.runtime import runtime_module
 
-    ParquetBuilder, Strings = runtime_module("parquet_writer").ParquetBuilder, runtime_module("parquet_writer").Strings
+    _writer = runtime_module("parquet_writer")
+    ParquetBuilder, Strings = _writer.ParquetBuilder, _writer.Strings
 
 log = logging.getLogger("app.inference_log")
 
@@ -220,7 +221,9 @@ class InferenceLog:
         else:  # a folder (the default): no fsspec, 30 ms less at start-up
             self.fs, self.root, self.local = None, os.path.abspath(os.path.expanduser(url)), True
         self.feature_columns, self.hashed, self.excluded = feature_columns, hashed, excluded
+        # logged as doubles (one matrix per put), and as texts: categories and hashed values
         self.numeric = [f for f, kind in feature_columns.items() if kind == "numeric" and f not in hashed]
+        self.text_features = [f for f in feature_columns if f not in self.numeric]
         self.category_key = category_key  # app.monitoring's, so logged categories match the reference's keys
         self.instance_json = instance_json  # False when the feature columns already hold each instance
         self.flush_s, self.queue_rows = flush_s, queue_rows
@@ -397,8 +400,8 @@ class InferenceLog:
     def _schema(self, table: str) -> list[tuple[str, str]]:
         if table == "outcomes":
             return list(OUTCOME_COLUMNS)
-        features = [(f"feature.{feature}", "string" if feature in self.hashed or kind != "numeric" else "double")
-                    for feature, kind in self.feature_columns.items()]
+        features = [(f"feature.{feature}", "double" if feature in self.numeric else "string")
+                    for feature in self.feature_columns]
         return [*PREDICTION_COLUMNS, *features]
 
     def _write_whole(self, path: str, content: bytes) -> None:
@@ -443,9 +446,9 @@ class InferenceLog:
                 source = checked.features.get(feature)
                 numeric[:, j] = np.nan if source is None else source
         texts = {}
-        for feature in self.feature_columns:
+        for feature in self.text_features:
             source = checked.features.get(feature)
-            if feature in self.numeric or source is None:
+            if source is None:
                 continue
             if feature in self.hashed:
                 texts[feature] = Strings.from_list([None if v is None else self._hash(v) for v in source])
@@ -487,10 +490,10 @@ class InferenceLog:
             matrix = np.concatenate([p.numeric for p in parts])
             for j, feature in enumerate(self.numeric):
                 columns[f"feature.{feature}"] = np.ascontiguousarray(matrix[:, j])  # NaN is written as null
-        for feature in self.feature_columns:
-            if feature not in self.numeric and any(feature in p.texts for p in parts):
+        for feature in self.text_features:
+            if any(feature in p.texts for p in parts):
                 columns[f"feature.{feature}"] = Strings.concat(
-                    [p.texts.get(feature) or _null_strings(p.rows) for p in parts])
+                    [p.texts[feature] if feature in p.texts else _null_strings(p.rows) for p in parts])
         return columns
 
     def _hash(self, value: Any) -> str:

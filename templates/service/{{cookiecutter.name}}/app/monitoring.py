@@ -56,7 +56,8 @@ REQUEST_ID_PROBLEM = "X-Request-ID: must be 1 to 200 visible ASCII characters"
 
 
 _REQUEST_IDS: list[str] = []  # random ids not yet handed out
-os.register_at_fork(after_in_child=_REQUEST_IDS.clear)  # a forked worker must not hand out its parent's
+if hasattr(os, "register_at_fork"):  # POSIX: a forked worker must not hand out its parent's
+    os.register_at_fork(after_in_child=_REQUEST_IDS.clear)
 
 
 def new_request_id() -> str:

@@ -340,8 +340,8 @@ class ParquetBuilder:
         root = _struct((4, _BINARY, "schema"), (5, _I32, len(self._schema)))
         self._schema_elements = [root] + [_schema_element(name, kind) for name, kind in self._schema]
         self._pages: list[bytes] = [MAGIC]  # the file's bytes up to its footer
-        self._row_groups: list[bytes] = []  # encoded RowGroup structs, for the footer
-        self._groups: list[tuple[int, int, int]] = []  # per row group: its first page's index, offset, rows
+        # per row group: its RowGroup struct (for the footer), its first page's index, its offset, its rows
+        self._groups: list[tuple[bytes, int, int, int]] = []
         self._offset = len(MAGIC)
         self._num_rows = 0
 
@@ -392,9 +392,9 @@ class ParquetBuilder:
             pages += (page_header, page)
             offset += len(page_header) + len(page)
             uncompressed += len(page_header) + len(body)
-        self._row_groups.append(_struct((1, _LIST, (_STRUCT, chunks)), (2, _I64, uncompressed), (3, _I64, num_rows),
-                                        (5, _I64, self._offset), (6, _I64, offset - self._offset)))
-        self._groups.append((len(self._pages), self._offset, num_rows))
+        row_group = _struct((1, _LIST, (_STRUCT, chunks)), (2, _I64, uncompressed), (3, _I64, num_rows),
+                            (5, _I64, self._offset), (6, _I64, offset - self._offset))
+        self._groups.append((row_group, len(self._pages), self._offset, num_rows))
         self._pages += pages
         self._offset = offset
         self._num_rows += num_rows
@@ -403,14 +403,13 @@ class ParquetBuilder:
         """Forget the last row group added (the caller encodes its rows again, with more, as one)."""
         if not self._groups:
             raise ValueError("no row group to drop")
-        first_page, self._offset, num_rows = self._groups.pop()
+        _, first_page, self._offset, num_rows = self._groups.pop()
         del self._pages[first_page:]
-        self._row_groups.pop()
         self._num_rows -= num_rows
 
     def getvalue(self) -> bytes:
         """The whole file: magic, row groups, FileMetaData (Thrift compact), its 4-byte length, magic."""
         footer = _struct((1, _I32, 1), (2, _LIST, (_STRUCT, self._schema_elements)), (3, _I64, self._num_rows),
-                         (4, _LIST, (_STRUCT, self._row_groups)), (6, _BINARY, self._created_by),
+                         (4, _LIST, (_STRUCT, [group[0] for group in self._groups])), (6, _BINARY, self._created_by),
                          (7, _LIST, (_STRUCT, [_TYPE_DEFINED_ORDER] * len(self._schema))))
         return b"".join((*self._pages, footer, struct.pack("<I", len(footer)), MAGIC))
