@@ -62,9 +62,70 @@ def test_numbers_only_bodies_become_the_matrix_validation_would_give(body):
     b'{"instances": [[1e400, 2, 3]]}',  # beyond float64: validation reads it as inf
     b'[[1, 2, 3]]',
     b'',
+    b'{"instances": [[1 2, 3]]}',  # the brackets and commas of a matrix, but not JSON
+    b'{"instances": [[1, , 3]]}',
+    b'{"instances": [[1, 2, 3],]}',
+    b'{"instances": [[1, 2, 3], [4, 5, 6]}',
+    b'{"instances": [[1, 2, 3]] , "instances": [[4, 5, 6]]}',  # a key twice: validation takes the last
 ])
 def test_any_other_body_is_left_to_validation(body):
     assert convert.float_rows(body, 3) is None
+
+
+def _without_simdjson(monkeypatch):
+    monkeypatch.setitem(sys.modules, "simdjson", None)  # `import simdjson` raises ImportError
+
+
+def _number_text(rng: np.random.Generator) -> str:
+    """A JSON number as clients write them: ints of every size, decimals, exponents, subnormals, -0."""
+    kind = rng.integers(9)
+    if kind == 0:
+        return str(int(rng.integers(-2**63, 2**63 - 1)))
+    if kind == 1:
+        return str(int(rng.integers(0, 2**63 - 1)) * 4 + int(rng.integers(4)))  # up to 2**65: beyond int64
+    if kind == 2:
+        return repr(float(rng.normal()))
+    if kind == 3:
+        return f"{rng.normal():.{rng.integers(1, 25)}e}"
+    if kind == 4:
+        return f"{float(rng.uniform(1, 10)):.17g}e{int(rng.integers(-330, 308))}"  # subnormal to near the largest double
+    if kind == 5:
+        return f"{rng.uniform(-1e6, 1e6):.{rng.integers(0, 30)}f}"
+    if kind == 6:
+        return "-0.0" if rng.integers(2) else "0"
+    if kind == 7:
+        return f"{rng.integers(1, 10)}E+{rng.integers(0, 20)}"
+    return "9007199254740993"  # 2**53 + 1: halfway cases round to even
+
+
+def test_simdjson_and_orjson_read_every_number_as_validation_does(monkeypatch):
+    """The two parsers behind float_rows give the same float64 as pydantic for every number, whichever
+    one is installed; where simdjson refuses a number (an integer beyond 64 bits) orjson reads it."""
+    simdjson = pytest.importorskip("simdjson")  # a dependency of jupyter-mlship: present in CI
+    rng = np.random.default_rng(11)
+    refused = 0
+    for _ in range(300):
+        rows, width = int(rng.integers(1, 6)), int(rng.integers(1, 8))
+        matrix = [[_number_text(rng) for _ in range(width)] for _ in range(rows)]
+        body = ('{"instances": [' + ", ".join("[" + ",".join(row) + "]" for row in matrix) + "]}").encode()
+        expected = VALIDATED.validate_json(body)["instances"]
+        fast = convert.float_rows(body, width)
+        assert fast is not None and fast.tolist() == expected, body
+        assert np.signbit(fast).tolist() == np.signbit(expected).tolist(), body  # -0.0 stays -0.0
+        refused += simdjson is not None and convert._simdjson_floats(body[14:-1], rows * width) is None
+        with monkeypatch.context() as patch:
+            _without_simdjson(patch)
+            assert convert.float_rows(body, width).tolist() == expected, body
+    assert 0 < refused < 300  # both parsers were exercised: simdjson for most bodies, orjson for some
+
+
+def test_the_matrix_is_the_entry_functions_to_change(monkeypatch):
+    """A notebook function may scale its input in place: the matrix is writable with either parser."""
+    for patch in (lambda: None, lambda: _without_simdjson(monkeypatch)):
+        patch()
+        rows = convert.float_rows(b'{"instances": [[1, 2, 3], [4, 5, 6]]}', 3)
+        rows *= 2
+        assert rows.tolist() == [[2, 4, 6], [8, 10, 12]]
 
 
 def test_requests_join_as_one_matrix_and_a_validated_part_joins_as_floats():

@@ -32,10 +32,11 @@ NOTEBOOK_ONLY = re.compile(r"^(ipython|ipykernel|ipywidgets|jupyter.*|notebook|m
 # the kernel lacks them; where the kernel has an accepted version, its closure is pinned as installed.
 TEST_TOOLS: dict[str, tuple[str, str]] = {"pytest": ("8.4.2", ">=8,<10"), "httpx": ("0.28.1", ">=0.27,<1")}
 # What every generated service imports (app/main.py), whatever the notebook did.
-# The web stack (uvloop, httptools and orjson make it fast), and the inference log (its Parquet pages
-# compressed by zstandard; fsspec for object storage).
-SERVICE_RUNTIME_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools", "orjson", "prometheus_client",
-                           "zstandard", "fsspec")
+# The web stack (uvloop, httptools and orjson make it fast; simdjson reads an array model's numbers
+# straight into a float buffer), and the inference log (its Parquet pages compressed by zstandard; fsspec
+# for object storage).
+SERVICE_RUNTIME_MODULES = ("fastapi", "pydantic", "uvicorn", "uvloop", "httptools", "orjson", "simdjson",
+                           "prometheus_client", "zstandard", "fsspec")
 # Artifact format -> the module its loader imports in the service (app/loaders.py).
 ARTIFACT_FORMAT_MODULES = {"skops": "skops", "xgboost-json": "xgboost", "lightgbm-txt": "lightgbm",
                            "torch-state-dict": "torch", "torchscript": "torch", "torch-pickle": "torch",

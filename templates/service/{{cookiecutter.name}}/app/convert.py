@@ -13,6 +13,7 @@ only when the input kind needs them, because a service for a pure-Python model m
 from __future__ import annotations
 
 import datetime as _datetime
+import functools
 import itertools
 import math
 import sys
@@ -41,39 +42,75 @@ def instances_to_sample(instances: list, input_schema: dict) -> Any:
     return sample_converter(input_schema)(instances)
 
 
-# A body of numbers only: no null, true, false, strings, NaN or Infinity, no key but "instances".
-_NUMBER_BYTES = b"0123456789.eE+-[], \t\r\n"
+# What a JSON number or whitespace is made of: a numbers-only body without them is its brackets and commas.
+_NUMBER_BYTES = b"0123456789.eE+- \t\r\n"
 
 
 def float_rows(body: bytes, width: int, limit: float | None = None) -> Any | None:
     """``{"instances": [[number, ...], ...]}`` straight to a float64 matrix of ``width`` columns, else None.
 
-    The usual body of an array model, parsed once (orjson) into one numpy array, which the converter,
-    the batcher and monitoring then take as it is: no per-value validation and no list of lists to copy
-    twice. Any other body (a null, a string, NaN, another key, a ragged row, a number orjson refuses)
-    gives None, and the schema's strict validation decides and names the problem, as for every kind; so
-    does a value beyond ``limit`` (the range of a float32 model's input). The values are those pydantic
-    reads: both parsers round each number to the nearest float64."""
+    The usual body of an array model, parsed once into one numpy array, which the converter, the batcher
+    and monitoring then take as it is: no per-value validation and no list of lists to copy twice. Any
+    other body (a null, a string, NaN, another key, a ragged row, a number the parsers refuse) gives None,
+    and the schema's strict validation decides and names the problem, as for every kind; so does a value
+    beyond ``limit`` (the range of a float32 model's input).
+
+    The shape is checked on the bytes: with the numbers and whitespace taken out, the body must be exactly
+    the brackets and commas of a rows x ``width`` matrix (a letter, quote or brace left over is a value of
+    another type). The numbers are then read by simdjson straight into a buffer of doubles where it is
+    installed (no Python float per value), else by orjson; both round each number to the nearest float64,
+    as pydantic does, and a number simdjson refuses (an integer beyond 64 bits) is left to orjson."""
+    import numpy as np
+
     key, _, rest = body.partition(b":")
     rest = rest.rstrip()
     array = rest[:-1]
-    if b"".join(key.split()) != b'{"instances"' or rest[-1:] != b"}" or array.translate(None, _NUMBER_BYTES):
+    if b"".join(key.split()) != b'{"instances"' or rest[-1:] != b"}":
         return None
+    skeleton = array.translate(None, _NUMBER_BYTES)
+    count = skeleton.count(b"[") - 1
+    if count < 1 or skeleton != _matrix_skeleton(count, width):
+        return None
+    values = _simdjson_floats(array, count * width)
+    if values is None:
+        values = _orjson_floats(array, count * width)
+    if values is None or limit is not None and not (np.abs(values) < limit).all():
+        return None  # infinite as float32: validation names it
+    return values.reshape(count, width)
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix_skeleton(rows: int, width: int) -> bytes:
+    """The brackets and commas of a JSON matrix of ``rows`` x ``width`` numbers."""
+    row = b"[" + b"," * (width - 1) + b"]"
+    return b"[" + b",".join([row] * rows) + b"]"
+
+
+def _simdjson_floats(array: bytes, count: int) -> Any | None:
+    """The numbers of a numbers-only JSON array of arrays, flat, as float64 (a writable copy: the entry
+    function may change its input in place); None where simdjson is missing or refuses a number."""
+    try:
+        import numpy as np
+        import simdjson
+    except ImportError:
+        return None
+    try:
+        values = np.frombuffer(simdjson.Parser().parse(array).as_buffer(of_type="d"), np.float64).copy()
+    except Exception:  # noqa: BLE001  malformed or out-of-range numbers: orjson and validation decide
+        return None
+    return values if len(values) == count else None
+
+
+def _orjson_floats(array: bytes, count: int) -> Any | None:
     try:
         import numpy as np
         import orjson
 
         rows = orjson.loads(array)
-        if not rows or set(map(len, rows)) != {width}:  # not a list of rows, or rows of another width
-            return None
-        # One pass over the values (np.array would first walk the lists to find their shape): a value that
-        # is not a number, such as a nested list, stops it with a TypeError.
-        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
+        # One pass over the values (np.array would first walk the lists to find their shape).
+        return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=count)
     except (ImportError, ValueError, TypeError, OverflowError):  # orjson.JSONDecodeError is a ValueError
         return None
-    if limit is not None and not (np.abs(values) < limit).all():  # infinite as float32: validation names it
-        return None
-    return values.reshape(len(rows), width)
 
 
 def join_instances(parts: list) -> Any:
