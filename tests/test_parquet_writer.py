@@ -370,3 +370,28 @@ def test_texts_of_one_length_take_and_encode_as_rows_of_a_byte_matrix():
     assert table.column("request_id").to_pylist() == ["abcd", "efgh", "efgh", "ijkl"]
     assert table.column("note").to_pylist() == ["xy", None, "zw", "ñ"]  # "ñ" is two bytes: one length
     assert table.column("missing_text").to_pylist() == ["", None, "", None]
+
+
+def test_statistics_of_texts_of_one_length_match_python_order():
+    """Texts of one length (request ids, a model's name) have min/max of their own: one text repeated,
+    texts sharing prefixes past the first 8-byte key, lengths that are not a multiple of 8, nulls."""
+    rng = np.random.default_rng(3)
+    for width in (0, 1, 5, 8, 9, 17, 32):
+        for trial in range(12):
+            n = int(rng.integers(1, 80))
+            alphabet = ["a", "b"] if trial % 3 else ["a"]  # some columns hold one text only
+            shared = "".join(rng.choice(["x", "y"], width // 2))  # a common prefix in some trials
+            values = []
+            for _ in range(n):
+                tail = "".join(rng.choice(alphabet, width - len(shared) if trial % 2 else width))
+                values.append(shared + tail if trial % 2 else tail)
+            values = [None if rng.random() < 0.15 else value for value in values]
+            builder = ParquetBuilder([("s", "string")], statistics={"s"}, compression="none")
+            builder.add_row_group({"s": Strings.from_list(values)}, n)
+            stats = pq.ParquetFile(io.BytesIO(builder.getvalue())).metadata.row_group(0).column(0).statistics
+            present = [value.encode() for value in values if value is not None]
+            if present:
+                assert (stats.min.encode(), stats.max.encode()) == (min(present), max(present)), (width, values)
+            else:
+                assert not stats.has_min_max
+            assert pq.read_table(io.BytesIO(builder.getvalue())).column("s").to_pylist() == values

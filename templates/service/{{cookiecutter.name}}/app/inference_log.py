@@ -196,7 +196,7 @@ class _Predictions:
     flags: dict  # instance index -> guard labels
     prediction: Any  # Strings: each instance's prediction as JSON
     instance_json: Any  # Strings, or None where the feature columns hold each instance
-    numeric: Any  # (rows, numeric features) float64 matrix, NaN where missing; None without numeric features
+    numeric: Any  # (numeric features, rows) float64 matrix, NaN where missing; None without numeric features
     texts: dict  # feature -> Strings: categorical (or hashed) features
 
     @property
@@ -441,10 +441,10 @@ class InferenceLog:
         n = len(checked.instances)
         numeric = None
         if self.numeric:
-            numeric = np.empty((n, len(self.numeric)))
+            numeric = np.empty((len(self.numeric), n))  # a feature per row: each copied in one contiguous run
             for j, feature in enumerate(self.numeric):
                 source = checked.features.get(feature)
-                numeric[:, j] = np.nan if source is None else source
+                numeric[j] = np.nan if source is None else source
         texts = {}
         for feature in self.text_features:
             source = checked.features.get(feature)
@@ -487,9 +487,9 @@ class InferenceLog:
         if self.instance_json:
             columns["instance_json"] = Strings.concat([p.instance_json for p in parts])
         if self.numeric:
-            matrix = np.concatenate([p.numeric for p in parts])
+            by_feature = np.concatenate([p.numeric for p in parts], axis=1)  # NaN is written as null
             for j, feature in enumerate(self.numeric):
-                columns[f"feature.{feature}"] = np.ascontiguousarray(matrix[:, j])  # NaN is written as null
+                columns[f"feature.{feature}"] = by_feature[j]
         for feature in self.text_features:
             if any(feature in p.texts for p in parts):
                 columns[f"feature.{feature}"] = Strings.concat(

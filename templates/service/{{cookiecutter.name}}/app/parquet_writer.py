@@ -176,17 +176,11 @@ def _common_length(lengths: np.ndarray) -> int | None:
     return int(lengths[0])
 
 
-def _plain_byte_arrays(texts: Strings) -> np.ndarray:
-    """The non-null texts PLAIN-encoded, each as a 4-byte little-endian length and its bytes. Nulls are
-    empty slices, so the texts' bytes are already contiguous: only the length prefixes are interleaved."""
-    lengths = np.diff(texts.offsets) if texts.valid is None else np.diff(texts.offsets)[texts.valid]
+def _plain_byte_arrays(texts: Strings, lengths: np.ndarray) -> np.ndarray:
+    """The non-null texts (of ``lengths``) PLAIN-encoded, each as a 4-byte little-endian length and its
+    bytes. Nulls are empty slices, so the texts' bytes are already contiguous: only the length prefixes are
+    interleaved."""
     body = texts.data[: texts.offsets[-1]]
-    width = _common_length(lengths)
-    if width is not None:  # one length: each row of a matrix is the length prefix and the text
-        out = np.empty((len(lengths), 4 + width), np.uint8)
-        out[:, :4] = np.frombuffer(struct.pack("<I", width), np.uint8)
-        out[:, 4:] = body.reshape(len(lengths), width)
-        return out.ravel()
     out = np.empty(4 * len(lengths) + len(body), np.uint8)
     prefix_at = 4 * np.arange(len(lengths)) + np.concatenate(([0], np.cumsum(lengths[:-1])))
     is_prefix = np.zeros(len(out), bool)
@@ -194,6 +188,41 @@ def _plain_byte_arrays(texts: Strings) -> np.ndarray:
     out[is_prefix] = lengths.astype("<u4").view(np.uint8)
     out[~is_prefix] = body
     return out
+
+
+def _plain_fixed_width(rows: np.ndarray) -> np.ndarray:
+    """Texts of one length, as the rows of a (texts x bytes) matrix, PLAIN-encoded: each row of the output
+    is the 4-byte length and the text."""
+    out = np.empty((len(rows), 4 + rows.shape[1]), np.uint8)
+    out[:, :4] = np.frombuffer(struct.pack("<I", rows.shape[1]), np.uint8)
+    out[:, 4:] = rows
+    return out.ravel()
+
+
+def _fixed_width_bounds(rows: np.ndarray) -> Bounds:
+    """The byte-wise smallest and largest of texts of one length (the rows of a byte matrix): the candidates
+    are narrowed 8 bytes at a time by a big-endian key of those bytes. A column of one text (a model's name)
+    is found by one comparison; random texts (request ids) are told apart by their first key."""
+    if not len(rows):
+        return None
+    first = rows[0]
+    if (rows == first).all():
+        return first.tobytes(), first.tobytes()
+    width = -(-rows.shape[1] // 8) * 8
+    padded = np.zeros((len(rows), width), np.uint8)  # zero padding: the same for every text of this length
+    padded[:, : rows.shape[1]] = rows
+    keys = padded.view(">u8")
+
+    def extreme(largest: bool) -> bytes:
+        candidates = np.arange(len(rows))
+        for j in range(keys.shape[1]):
+            key = keys[candidates, j]
+            candidates = candidates[key == (key.max() if largest else key.min())]
+            if len(candidates) == 1:
+                break
+        return rows[candidates[0]].tobytes()
+
+    return extreme(False), extreme(True)
 
 
 # _PREFIX_MASKS[k] keeps the first k bytes of a big-endian 8-byte key: the bytes of a text that ends within it.
@@ -269,7 +298,12 @@ def _strings(values: Any, num_rows: int, bounds: bool) -> tuple[np.ndarray | Non
     texts = values if isinstance(values, Strings) else Strings.from_list(list(values))
     if len(texts) != num_rows:
         raise ValueError(f"{len(texts)} values for {num_rows} rows")
-    return texts.valid, _plain_byte_arrays(texts), _text_bounds(texts) if bounds else None
+    lengths = np.diff(texts.offsets) if texts.valid is None else np.diff(texts.offsets)[texts.valid]
+    width = _common_length(lengths)
+    if width is not None:  # texts of one length (request ids, a model's name): rows of a byte matrix
+        rows = texts.data[: texts.offsets[-1]].reshape(len(lengths), width)
+        return texts.valid, _plain_fixed_width(rows), _fixed_width_bounds(rows) if bounds else None
+    return texts.valid, _plain_byte_arrays(texts, lengths), _text_bounds(texts) if bounds else None
 
 
 _ENCODERS = {"double": _doubles, "int32": _integers("<i4"), "int64": _integers("<i8"),
