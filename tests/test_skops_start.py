@@ -71,7 +71,7 @@ skops_io = loaders._import_skops_io(by_name=sys.argv[1] == "by-name")
 from skops.io import _trusted_types, _utils
 replaced = _utils.whichmodule
 assert isinstance(replaced, functools.partial) and replaced.func is loaders.whichmodule, replaced
-assert loaders._SkopsUtilsFinder not in map(type, sys.meta_path)  # the finder is gone after the import
+assert loaders._AfterImport not in map(type, sys.meta_path)  # the finder is gone after the import
 names = list(_trusted_types.SCIPY_UFUNC_TYPE_NAMES)
 _utils.whichmodule = replaced.args[0]  # skops' own search, for the same list
 import scipy.special, numpy as np
@@ -90,3 +90,58 @@ def test_the_service_imports_skops_with_the_faster_search_and_gets_skops_own_tru
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) > 100
+
+
+QUICK_START = """
+import sys
+sys.path.insert(0, "app")
+import loaders
+with loaders.quick_start():
+    import sklearn.ensemble, scipy.stats
+from scipy._lib import _array_api
+assert _array_api.FunctionDoc is loaders._KeptDocstring, _array_api.FunctionDoc
+assert loaders._AfterImport not in map(type, sys.meta_path)  # the finder is gone after the imports
+doc = scipy.stats.zscore.__doc__
+assert doc.startswith("Compute the z score") and "Parameters" in doc, doc[:300]
+assert "array API" not in doc and "Array API" not in doc  # the backends table was not added
+print(scipy.stats.zscore([1.0, 2.0, 3.0]).tolist())
+"""
+
+
+def test_quick_start_keeps_scipy_docstrings_as_written_and_scipy_works():
+    """The service imports the model's code under loaders.quick_start(): scipy's xp_capabilities keeps each
+    function's docstring instead of parsing and re-rendering it (600 of them when scikit-learn imports
+    scipy.stats); scipy computes as before."""
+    project = template_dir() / "{{cookiecutter.name}}"
+    result = subprocess.run([sys.executable, "-c", QUICK_START], cwd=project, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[0] == str(scipy.stats.zscore([1.0, 2.0, 3.0]).tolist())
+    with_table = scipy.stats.zscore.__doc__  # this process imported scipy.stats as scipy does
+    assert "Array API" in with_table or "array API" in with_table  # the table the shortcut leaves out
+
+
+def test_a_scipy_whose_decorator_works_otherwise_keeps_its_own_docstring_parser():
+    """The shortcut is tried on a function first; where the decorator needs more of the parsed docstring
+    than the stand-in has, scipy keeps its FunctionDoc."""
+    module = types.ModuleType("fake_array_api")
+
+    class FunctionDoc:
+        def __init__(self, function):
+            self.sections = {"Notes": []}
+
+    def xp_capabilities(capabilities_table=None):
+        def decorator(function):
+            FunctionDoc_ = module.FunctionDoc
+            FunctionDoc_(function).sections["Notes"].append("table")  # the stand-in has no .sections
+            return function
+        return decorator
+
+    module.FunctionDoc, module.xp_capabilities = FunctionDoc, xp_capabilities
+    loaders._plain_capability_docstrings(module)
+    assert module.FunctionDoc is FunctionDoc
+    works = types.ModuleType("fake_array_api_2")
+    works.FunctionDoc = FunctionDoc
+    works.xp_capabilities = lambda capabilities_table=None: lambda function: function  # keeps the text
+    loaders._plain_capability_docstrings(works)
+    assert works.FunctionDoc is loaders._KeptDocstring

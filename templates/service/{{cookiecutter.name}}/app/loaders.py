@@ -13,6 +13,7 @@ otherwise loading fails and /readyz says why. ``PLACEMENTS`` records where each 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -29,7 +30,7 @@ import types
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 MODEL_DIR = Path(os.environ.get("MLSHIP_MODEL_DIR", Path(__file__).resolve().parent.parent / "model"))
 FEATURES_MODULE = "app.features"  # where the notebook's own functions and classes live in the service
@@ -238,7 +239,7 @@ def _load_skops(path: Path, data: bytes, entry: dict[str, Any], namespace: dict[
 
 
 def _import_skops_io(by_name: bool) -> Any:
-    """``skops.io``, with its module search made fast (``_SkopsUtilsFinder``); where the export named the
+    """``skops.io``, with its module search made fast (``_fast_whichmodule``); where the export named the
     file's scikit-learn estimators, also without skops' estimator walk.
 
     On import skops builds its default trust list from ``sklearn.utils.all_estimators()``, which imports
@@ -255,7 +256,7 @@ def _import_skops_io(by_name: bool) -> Any:
     walk = sklearn.utils.all_estimators
     if by_name:
         sklearn.utils.all_estimators = lambda *args, **kwargs: []
-    finder = _SkopsUtilsFinder()
+    finder = _AfterImport("skops.io._utils", _fast_whichmodule)
     sys.meta_path.insert(0, finder)
     try:
         import skops.io
@@ -265,30 +266,92 @@ def _import_skops_io(by_name: bool) -> Any:
     return skops.io
 
 
-class _SkopsUtilsFinder(importlib.abc.MetaPathFinder):
-    """Finds ``skops.io._utils`` as the path finder does, and gives it ``whichmodule`` below once loaded.
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds the module ``name`` as the path finder does, and calls ``patch(module)`` once it has run: a
+    start-up shortcut applied only where that module is imported (a service that never imports it pays
+    nothing)."""
 
-    On import skops names every ufunc of scipy.special (232 of them) by searching ``sys.modules`` for the
-    module that holds it, with a ``getattr`` per module: in a service about 600 modules, 0.16 s of its
-    start. The replacement finds the same module, in the same order, with a dictionary lookup where a
-    plain module has no ``__getattr__`` of its own, and skops' own search everywhere else."""
+    def __init__(self, name: str, patch: Callable[[types.ModuleType], None]) -> None:
+        self.name, self.patch = name, patch
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "skops.io._utils":
+        if fullname != self.name:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_and_replace(module: types.ModuleType) -> None:
+        def exec_and_patch(module: types.ModuleType) -> None:
             exec_module(module)
-            original = getattr(module, "whichmodule", None)
-            if callable(original):
-                module.whichmodule = functools.partial(whichmodule, original)
+            self.patch(module)
 
-        spec.loader.exec_module = exec_and_replace  # type: ignore[union-attr]
+        spec.loader.exec_module = exec_and_patch  # type: ignore[union-attr]
         return spec
+
+
+def _fast_whichmodule(module: types.ModuleType) -> None:
+    """``skops.io._utils`` gets ``whichmodule`` below.
+
+    On import skops names every ufunc of scipy.special (232 of them) by searching ``sys.modules`` for the
+    module that holds it, with a ``getattr`` per module: in a service about 600 modules, 0.16 s of its
+    start. The replacement finds the same module, in the same order, with a dictionary lookup where a
+    plain module has no ``__getattr__`` of its own, and skops' own search everywhere else."""
+    original = getattr(module, "whichmodule", None)
+    if callable(original):
+        module.whichmodule = functools.partial(whichmodule, original)
+
+
+@contextlib.contextmanager
+def quick_start() -> Iterator[None]:
+    """Start-up shortcuts for the model's imports (the notebook's code and the artifacts' loaders), each
+    applied only if that module is imported meanwhile. None changes what a model computes."""
+    finders = [_AfterImport("scipy._lib._array_api", _plain_capability_docstrings)]
+    sys.meta_path[:0] = finders
+    try:
+        yield
+    finally:
+        for finder in finders:
+            sys.meta_path.remove(finder)
+
+
+def _plain_capability_docstrings(module: types.ModuleType) -> None:
+    """scipy's ``xp_capabilities`` decorator parses and re-renders the docstring of every function it marks,
+    to add a table of the array backends it supports: about 600 functions when scikit-learn imports
+    scipy.stats, 0.06-0.27 s of a service's start. A service never shows a docstring: with this, each
+    keeps its own text, without the table. Tried once on a function of our own first: a scipy whose
+    decorator uses the docstring object otherwise keeps its own FunctionDoc."""
+    if not hasattr(module, "FunctionDoc") or not callable(getattr(module, "xp_capabilities", None)):
+        return
+    original = module.FunctionDoc
+    module.FunctionDoc = _KeptDocstring
+
+    def probe() -> None:
+        """Summary.\n\nNotes\n-----\nText."""
+
+    try:
+        module.xp_capabilities(capabilities_table={})(probe)
+        if not probe.__doc__ or not probe.__doc__.startswith("Summary.") or "Text." not in probe.__doc__:
+            raise ValueError(probe.__doc__)
+    except Exception:  # noqa: BLE001  another scipy: its decorator keeps its own docstring work
+        module.FunctionDoc = original
+
+
+class _KeptDocstring:
+    """What ``xp_capabilities`` takes for a parsed docstring: sections to append to (dropped), and the text
+    as it was, after the signature line the decorator cuts off."""
+
+    def __init__(self, function: Any) -> None:
+        self.text = getattr(function, "__doc__", None) or ""
+
+    def __getitem__(self, section: str) -> list:
+        return []
+
+    def __setitem__(self, section: str, value: Any) -> None:
+        pass
+
+    def __str__(self) -> str:
+        return "\n" + self.text
 
 
 def whichmodule(original: Callable[[Any, str], str], obj: Any, name: str) -> str:

@@ -201,7 +201,8 @@ def load_service(ship: dict) -> None:
     service.to_sample = sample_converter(ship["input"])
     loaders = importlib.import_module("app.loaders")
     try:
-        features = importlib.import_module("app.features")  # loads the model artifacts
+        with loaders.quick_start():
+            features = importlib.import_module("app.features")  # loads the model artifacts
         service.entry = getattr(features, ship["entry"]["name"])
     except loaders.DeviceUnavailable as exc:
         log.error("not ready: %s", exc)
