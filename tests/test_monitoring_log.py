@@ -341,3 +341,18 @@ def test_request_ids_are_random_unique_and_never_shared_with_a_forked_worker():
     assert from_child != monitoring.new_request_id()
     remaining = list(monitoring._REQUEST_IDS)
     assert from_child not in remaining and re.fullmatch(r"[0-9a-f]{32}", from_child)
+
+
+def test_a_missing_hashed_value_is_logged_as_null_not_as_the_hash_of_nan(tmp_path):
+    """--log-exclude a:hash on a numeric field: a present value is logged as its hash, a missing one
+    (NaN in the feature column, None in the instance) as null, as an unhashed missing value is."""
+    log = writer(tmp_path, hashed={"a", "d"})
+    log.start()
+    rows = [{"a": 1.5, "d": "x"}, {"a": None, "d": None}, {"a": float("nan"), "d": "x"}]
+    log.put_predictions("r1", "demo", "1", monitoring.Checked(rows, monitoring.instance_features(rows, SCHEMA), {}, []),
+                        [0, 1, 0], 0.001)
+    log.stop()
+    table = pq.read_table(tmp_path / "predictions").to_pydict()
+    a, d = table["feature.a"], table["feature.d"]
+    assert a[1] is None and a[2] is None and d[1] is None
+    assert a[0] == log._hash(1.5) and len(a[0]) == 16 and d[0] == d[2] == log._hash("x")

@@ -451,7 +451,8 @@ class InferenceLog:
             if source is None:
                 continue
             if feature in self.hashed:
-                texts[feature] = Strings.from_list([None if v is None else self._hash(v) for v in source])
+                # missing is null, as unhashed: None, or NaN in a numeric feature's column
+                texts[feature] = Strings.from_list([None if v is None or v != v else self._hash(v) for v in source])
             else:
                 key = self.category_key
                 texts[feature] = Strings.from_list([v if type(v) is str else None if v is None else key(v)
