@@ -31,7 +31,7 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 _MARKDOWN_ESCAPED = re.compile(r"\\([\\`*_{}\[\]<>()#+!|~])")
 
 
-def _escape(text: Any) -> str:
+def markdown_text(text: Any) -> str:
     """Generated text as literal Markdown: ``nvidia-*-cu*`` stays itself, not italics; one line."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
@@ -56,25 +56,25 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     sections.append((
         "Captured names",
         ["name", "kind", "cell", "size", "detail"],
-        [[_code(c.name), _escape(c.kind), _cell(c.cell), _size(c.size_bytes), _code(c.detail)] for c in spec.captured],
+        [[_code(c.name), markdown_text(c.kind), _cell(c.cell), _size(c.size_bytes), _code(c.detail)] for c in spec.captured],
     ))
     sections.append((
         "Artifacts",
         ["name", "file", "format", "size", "sha256", "type"],
-        [[_code(a.name), _escape(f"model/{a.file}"), _escape(a.format), _size(a.size_bytes), _code(a.sha256), _code(a.type)]
+        [[_code(a.name), markdown_text(f"model/{a.file}"), markdown_text(a.format), _size(a.size_bytes), _code(a.sha256), _code(a.type)]
          for a in spec.artifacts],
     ))
     sections.append((
         "Dependencies (requirements.txt)",
         ["distribution", "version", "needed by"],
-        [[_escape(r.name), _escape(r.version), _escape(", ".join(r.because))] for r in spec.requirements],
+        [[markdown_text(r.name), markdown_text(r.version), markdown_text(", ".join(r.because))] for r in spec.requirements],
     ))
     inp = spec.input
     if inp.columns:
-        rows = [[_code(c.name), _escape(c.dtype), _escape(c.json_type), _null_allowed(c.nullable, c.missing, inp.kind == "dataframe", c.present),
-                 _escape(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
+        rows = [[_code(c.name), markdown_text(c.dtype), markdown_text(c.json_type), _null_allowed(c.nullable, c.missing, inp.kind == "dataframe", c.present),
+                 markdown_text(", ".join(map(str, c.categories))) if c.categories else ""] for c in inp.columns]
     else:
-        rows = [["(each instance)", _escape(inp.dtype or ""), _escape(inp.json_type or ""), "yes" if inp.nullable else "no",
+        rows = [["(each instance)", markdown_text(inp.dtype or ""), markdown_text(inp.json_type or ""), "yes" if inp.nullable else "no",
                  f"width {inp.width}" if inp.width else ""]]
     instance = runtime_module("kinds").describe_instance(inp.model_dump())
     sections.append((f"Request schema ({inp.kind}: each instance is {instance})", ["field", "dtype", "JSON type", "null allowed", "notes"], rows))
@@ -82,24 +82,24 @@ def review_tables(spec: ShipSpec, verify: Any | None) -> list[tuple[str, list[st
     sections.append((
         "Response schema",
         ["kind", "returned", "JSON type", "width"],
-        [[_escape(out.kind), _code(out.container), _escape(out.json_type),
-          str(out.width or "") + (f" (classes: {_escape(', '.join(map(str, out.labels)))})" if out.labels else "")]],
+        [[markdown_text(out.kind), _code(out.container), markdown_text(out.json_type),
+          str(out.width or "") + (f" (classes: {markdown_text(', '.join(map(str, out.labels)))})" if out.labels else "")]],
     ))
     batching = spec.batching
     sections.append((
         "Micro-batching (concurrent requests in one model call)",
         ["enabled", "why", "max instances per call", "max wait"],
-        [["yes" if batching.enabled else "no", _escape(batching.reason or "not proven row-wise"),
+        [["yes" if batching.enabled else "no", markdown_text(batching.reason or "not proven row-wise"),
           str(batching.max_batch) if batching.enabled else "—",
           f"{batching.max_wait_ms:g} ms" if batching.enabled else "—"]],
     ))
     if spec.reference is not None:  # monitoring (issue 10)
         sections.append(_reference_section(spec))
-    sections.append(("Warnings", ["warning"], [[_escape(w)] for w in spec.warnings]))
+    sections.append(("Warnings", ["warning"], [[markdown_text(w)] for w in spec.warnings]))
     sections.append((
         "Secrets found",
         ["where", "line", "type", "name"],
-        [[_escape(f.file), str(f.line or ""), _escape(f.type), _code(f.name) if f.name else ""] for f in spec.secrets_allowed],
+        [[markdown_text(f.file), str(f.line or ""), markdown_text(f.type), _code(f.name) if f.name else ""] for f in spec.secrets_allowed],
     ))
     sections.append(("Devices", ["artifact", "ran on in the notebook", "served on", "no GPU in the service"],
                      _device_rows(spec)))
@@ -148,7 +148,7 @@ def _reference_section(spec: ShipSpec) -> tuple[str, list[str], list[list[str]]]
         logged = ("not logged" if name in spec.monitoring.log_exclude
                   else "hashed" if name in spec.monitoring.log_hash else "")
         rows.append([f"`{name}`", profile.get("kind", ""), f"{profile.get('null_rate', 0):.1%}",
-                     _escape(summary), logged])
+                     markdown_text(summary), logged])
     source = reference.get("source", "")
     title = (f"Reference profile (model/reference.json, from the {source}: {reference.get('rows')} rows; "
              f"guard: {spec.monitoring.guard})")
@@ -176,17 +176,17 @@ def _base_image_choice(spec: ShipSpec) -> tuple[str, str]:
 
     gpu = default_gpu_base(spec)
     if gpu is not None:
-        return _code(gpu.image), _escape(gpu.reason)
+        return _code(gpu.image), markdown_text(gpu.reason)
     slim = "python:" + ".".join(spec.python_version.split(".")[:2]) + "-slim"
-    return _code(slim), _escape(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
+    return _code(slim), markdown_text(f"the kernel's Python on a slim CPU image: {cpu_only_reason(spec)}")
 
 
 def review_markdown(spec: ShipSpec, verify: Any | None) -> str:
     lines = [
-        f"# Review: {_escape(spec.name)} {_escape(spec.version)}",
+        f"# Review: {markdown_text(spec.name)} {markdown_text(spec.version)}",
         "",
-        f"Exported by jupyter-mlship {_escape(spec.source.mlship_version)} on {_escape(spec.source.captured_at)} "
-        f"from {_escape(spec.source.notebook or 'a notebook')} (Python {_escape(spec.python_version)}). "
+        f"Exported by jupyter-mlship {markdown_text(spec.source.mlship_version)} on {markdown_text(spec.source.captured_at)} "
+        f"from {markdown_text(spec.source.notebook or 'a notebook')} (Python {markdown_text(spec.python_version)}). "
         f"Entry: {_code(spec.entry.name)}"
         + (f" = {_code(f'{spec.entry.model_var}.{spec.entry.method}')}" if spec.entry.kind == "method" else "")
         + f", golden sample of {len(spec.golden.instances)} instances.",

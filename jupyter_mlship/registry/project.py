@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..fsutil import sha256_file
-from ..review import _escape as markdown_text
+from ..review import markdown_text
 from ..spec import RegistryInfo, ShipSpec
 from .refs import RegistryError, validate_model_name
 
