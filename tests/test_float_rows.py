@@ -189,3 +189,18 @@ def test_an_array_service_decodes_numbers_to_a_matrix_and_answers_concurrent_req
         assert answer == (rows @ W).tolist()  # exact: the same float64 arithmetic as in the notebook
     refused = httpx.post(f"{service.url}/predict", json={"instances": [[1.0, True, 3.0]]}, timeout=30)
     assert refused.status_code == 422 and "instances[0][1]" in refused.text, refused.text
+
+
+def test_a_body_of_brackets_is_refused_without_building_a_pattern_of_its_rows_times_the_width():
+    """The matrix pattern is rows x width bytes: it is only built when the body is that long already."""
+    import tracemalloc
+
+    body = b'{"instances": ' + b"[" * 200_000 + b"]}"  # 200,000 "rows" of a 500-wide model: 100 MB
+    tracemalloc.start()
+    try:
+        assert convert.float_rows(body, 500) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * len(body), peak
+    assert convert.float_rows(b'{"instances": [[1, 2], [3, 4]]}', 2).tolist() == [[1, 2], [3, 4]]

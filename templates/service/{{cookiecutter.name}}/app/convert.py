@@ -69,7 +69,9 @@ def float_rows(body: bytes, width: int, limit: float | None = None) -> Any | Non
         return None
     skeleton = array.translate(None, _NUMBER_BYTES)
     count = skeleton.count(b"[") - 1
-    if count < 1 or skeleton != _matrix_skeleton(count, width):
+    # the length first: the pattern is only built for a body as long as it (a body of brackets alone
+    # must not make a pattern of rows x width bytes)
+    if count < 1 or len(skeleton) != count * (width + 2) + 1 or skeleton != _matrix_skeleton(count, width):
         return None
     values = _simdjson_floats(array, count * width)
     if values is None:
