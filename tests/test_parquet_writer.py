@@ -273,15 +273,23 @@ def test_string_statistics_match_python_order():
         n = int(rng.integers(1, 60))
         values = ["".join(rng.choice(alphabet, int(rng.integers(0, 6)))) for _ in range(n)]
         values = [None if rng.random() < 0.2 else value for value in values]
-        builder = ParquetBuilder([("s", "string")], statistics={"s"}, compression="none")
-        builder.add_row_group({"s": Strings.from_list(values)}, n)
-        stats = pq.ParquetFile(io.BytesIO(builder.getvalue())).metadata.row_group(0).column(0).statistics
-        present = [value.encode() for value in values if value is not None]
-        if present:
-            assert (stats.min.encode(), stats.max.encode()) == (min(present), max(present)), (trial, values)
-        else:
-            assert not stats.has_min_max
-        assert stats.null_count == values.count(None)
+        _assert_text_statistics(values)
+
+
+def _assert_text_statistics(values: list) -> bytes:
+    """One text column written with statistics: its min/max are Python's byte order over the present
+    texts (none without any) and its null count is right. The file, for more checks."""
+    builder = ParquetBuilder([("s", "string")], statistics={"s"}, compression="none")
+    builder.add_row_group({"s": Strings.from_list(values)}, len(values))
+    data = builder.getvalue()
+    stats = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0).statistics
+    present = [value.encode() for value in values if value is not None]
+    if present:
+        assert (stats.min.encode(), stats.max.encode()) == (min(present), max(present)), values
+    else:
+        assert not stats.has_min_max
+    assert stats.null_count == values.count(None)
+    return data
 
 
 def test_double_statistics_sign_zero_and_skip_nan():
@@ -386,12 +394,5 @@ def test_statistics_of_texts_of_one_length_match_python_order():
                 tail = "".join(rng.choice(alphabet, width - len(shared) if trial % 2 else width))
                 values.append(shared + tail if trial % 2 else tail)
             values = [None if rng.random() < 0.15 else value for value in values]
-            builder = ParquetBuilder([("s", "string")], statistics={"s"}, compression="none")
-            builder.add_row_group({"s": Strings.from_list(values)}, n)
-            stats = pq.ParquetFile(io.BytesIO(builder.getvalue())).metadata.row_group(0).column(0).statistics
-            present = [value.encode() for value in values if value is not None]
-            if present:
-                assert (stats.min.encode(), stats.max.encode()) == (min(present), max(present)), (width, values)
-            else:
-                assert not stats.has_min_max
-            assert pq.read_table(io.BytesIO(builder.getvalue())).column("s").to_pylist() == values
+            data = _assert_text_statistics(values)
+            assert pq.read_table(io.BytesIO(data)).column("s").to_pylist() == values
