@@ -256,13 +256,11 @@ def _import_skops_io(by_name: bool) -> Any:
     walk = sklearn.utils.all_estimators
     if by_name:
         sklearn.utils.all_estimators = lambda *args, **kwargs: []
-    finder = _AfterImport("skops.io._utils", _fast_whichmodule)
-    sys.meta_path.insert(0, finder)
     try:
-        import skops.io
+        with _after_imports(_AfterImport("skops.io._utils", _fast_whichmodule)):
+            import skops.io
     finally:
         sklearn.utils.all_estimators = walk
-        sys.meta_path.remove(finder)
     return skops.io
 
 
@@ -303,16 +301,20 @@ def _fast_whichmodule(module: types.ModuleType) -> None:
 
 
 @contextlib.contextmanager
-def quick_start() -> Iterator[None]:
-    """Start-up shortcuts for the model's imports (the notebook's code and the artifacts' loaders), each
-    applied only if that module is imported meanwhile. None changes what a model computes."""
-    finders = [_AfterImport("scipy._lib._array_api", _plain_capability_docstrings)]
+def _after_imports(*finders: _AfterImport) -> Iterator[None]:
+    """The finders are asked first for the imports inside the block, and removed after it."""
     sys.meta_path[:0] = finders
     try:
         yield
     finally:
         for finder in finders:
             sys.meta_path.remove(finder)
+
+
+def quick_start() -> contextlib.AbstractContextManager[None]:
+    """Start-up shortcuts for the model's imports (the notebook's code and the artifacts' loaders), each
+    applied only if that module is imported meanwhile. None changes what a model computes."""
+    return _after_imports(_AfterImport("scipy._lib._array_api", _plain_capability_docstrings))
 
 
 def _plain_capability_docstrings(module: types.ModuleType) -> None:
