@@ -55,6 +55,90 @@ def test_files_rotate_by_rows_and_each_flush_leaves_complete_files_only(tmp_path
     assert table.num_rows == 70 and table.column("feature.a").type == "double"
 
 
+def drained(log) -> None:
+    """Wait until the writer thread has taken the queue and finished that flush."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while log.status()["queued_rows"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with log.flush_lock:  # the thread holds it from taking the queue to the end of its flush
+        pass
+
+
+def test_under_load_a_file_is_written_once_when_complete_not_at_every_early_flush(tmp_path):
+    """A half-full queue wakes the writer early; such a flush encodes its rows and writes the file only when
+    the file is complete (or flush_s after the last write). Each write is the whole file, so writing at every
+    early flush wrote a file as many times as it had row groups."""
+    log = writer(tmp_path, queue_rows=20, rotate_rows=50)  # early wake at 10 queued rows
+    log.start()
+    for i in range(8):
+        log.put_predictions(f"r{i}", "demo", "1", checked(10), [1] * 10, 0.002)
+        drained(log)
+    status = log.status()
+    # the first flush writes (nothing written yet); the fifth would take the file to 50 rows, so the file
+    # of 40 is written, once, and the next one starts; the rest wait for a timed flush, rotation or stop()
+    assert status["files_written"] == 2 and status["rows_written"]["predictions"] == 40
+    files = sorted((tmp_path / "predictions").glob("date=*/*.parquet"))
+    assert [pq.read_table(f).num_rows for f in files] == [40]
+    log.stop()  # SIGTERM: everything encoded is written
+    files = sorted((tmp_path / "predictions").glob("date=*/*.parquet"))
+    assert [pq.read_table(f).num_rows for f in files] == [40, 40]
+    assert log.status()["files_written"] == 3 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_timed_flush_under_light_load_writes_at_every_interval(tmp_path):
+    """Without early wakes (light load) every timed flush writes what it took: at most flush_s of rows wait."""
+    import time
+
+    log = writer(tmp_path, flush_s=0.2)
+    log.start()
+    log.put_predictions("r1", "demo", "1", checked(3), [1] * 3, 0.002)
+    deadline = time.monotonic() + 10
+    while log.status()["rows_written"]["predictions"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pq.read_table(tmp_path / "predictions").num_rows == 3
+    log.put_predictions("r2", "demo", "1", checked(2), [1] * 2, 0.002)
+    while log.status()["rows_written"]["predictions"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pq.read_table(tmp_path / "predictions").num_rows == 5
+    log.stop()
+
+
+def test_rows_survive_a_storage_failure_and_are_dropped_and_counted_only_past_the_queue(tmp_path):
+    """A write that fails (here: a file where the table's folder must be) keeps the rows, counts the error
+    and writes them once storage works again, into complete files; a failure that outlasts the queue's
+    size drops the rows it holds, counted, rather than growing without bound."""
+    log = writer(tmp_path, queue_rows=100, rotate_rows=30)
+    blocker = tmp_path / "predictions"
+    blocker.write_text("not a folder")
+    for i in range(5):  # 35 rows while storage fails: past rotate_rows, still under the queue's 100
+        log.put_predictions(f"r{i}", "demo", "1", checked(7), [1] * 7, 0.002)
+        with pytest.raises(OSError):
+            log.flush()
+    status = log.status()
+    assert status["rows_written"]["predictions"] == 0 and status["rows_dropped"]["predictions"] == 0
+    blocker.unlink()
+    log.flush()
+    assert log.status()["rows_written"]["predictions"] == 35
+    table = pq.read_table(tmp_path / "predictions")
+    assert sorted(set(table.column("request_id").to_pylist())) == [f"r{i}" for i in range(5)]
+    assert table.num_rows == 35 and not list(tmp_path.rglob("*.tmp"))
+
+    (tmp_path / "predictions").rename(tmp_path / "kept")
+    blocker.write_text("not a folder")
+    for i in range(16):  # 112 rows while storage fails: the fifteenth put takes the file past the queue's 100
+        log.put_predictions(f"s{i}", "demo", "1", checked(7), [1] * 7, 0.002)
+        with pytest.raises(OSError):
+            log.flush()
+    assert log.status()["rows_dropped"]["predictions"] == 105  # the first 15 puts' rows, counted
+    blocker.unlink()
+    log.flush()
+    status = log.status()
+    assert status["rows_written"]["predictions"] == 35 + 7
+    assert pq.read_table(tmp_path / "predictions").column("request_id").to_pylist() == ["s15"] * 7
+
+
 def test_text_and_wide_arrays_are_profiled_by_length_and_norm():
     import numpy as np
 
