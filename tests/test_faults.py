@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -130,7 +131,15 @@ def test_hostile_bodies_are_4xx_and_the_server_stays_responsive(project):
                    for name, (body, content_type) in HOSTILE_BODIES.items()}
         answers["100 MB declared"] = send_endless_body(server.port, declared=100 * 1024 * 1024)
         answers["100 MB chunked"] = send_endless_body(server.port, declared=None)
-        answers["slow body"] = send_slowly(server.port, json.dumps(BODY).encode(), every=0.5, timeout=20)
+        # a slow-loris body, and meanwhile a normal request: the deadline sweep cancels only the late read
+        slow = threading.Thread(target=lambda: answers.update(
+            {"slow body": send_slowly(server.port, json.dumps(BODY).encode(), every=0.5, timeout=20)}))
+        slow.start()
+        time.sleep(0.5)
+        meanwhile = httpx.post(server.url + "/predict", json=BODY)
+        slow.join(30)
+        assert meanwhile.status_code == 200 and "slow body" in answers
+        assert 2 <= answers["slow body"].seconds < 4  # refused at its 2 s deadline, give or take one sweep
         for name, answer in answers.items():
             assert answer.status is not None and 400 <= answer.status < 500, (name, answer)
             assert b'"detail"' in answer.body, (name, answer)
