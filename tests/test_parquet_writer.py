@@ -17,6 +17,7 @@ from jupyter_mlship.runtime import runtime_module
 
 parquet_writer = runtime_module("parquet_writer")
 ParquetBuilder, Strings = parquet_writer.ParquetBuilder, parquet_writer.Strings
+PLAIN_ROW_GROUPS = parquet_writer.PLAIN_ROW_GROUPS
 
 SCHEMA = [("request_id", "string"), ("instance", "int32"), ("ts", "timestamp_ms"), ("latency_ms", "double"),
           ("seq", "int64"), ("note", "string"), ("missing", "double"), ("missing_text", "string")]
@@ -396,3 +397,43 @@ def test_statistics_of_texts_of_one_length_match_python_order():
             values = [None if rng.random() < 0.15 else value for value in values]
             data = _assert_text_statistics(values)
             assert pq.read_table(io.BytesIO(data)).column("s").to_pylist() == values
+
+
+def test_a_column_compression_does_not_pay_for_is_stored_as_it_is_and_tried_again_later(tmp_path):
+    """zstd makes random-looking doubles 5% smaller at 800 MB/s: such a column chunk is stored uncompressed
+    (its codec is per chunk), while a repetitive column in the same row group stays compressed; the
+    finding carries over to the next file's builder, and the column is tried again PLAIN_ROW_GROUPS later."""
+    rng = np.random.default_rng(7)
+    n = 5000
+    schema = [("noise", "double"), ("small_ints", "double")]
+
+    def columns(noise):
+        return {"noise": noise, "small_ints": np.floor(rng.random(n) * 8)}
+
+    def codecs(data: bytes) -> list[dict[str, str]]:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        return [{meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c).compression
+                 for c in range(meta.num_columns)} for g in range(meta.num_row_groups)]
+
+    remembered: dict[str, int] = {}
+    first = ParquetBuilder(schema, uncompressed=remembered)
+    written = [columns(rng.normal(size=n)) for _ in range(2)]
+    for group in written:
+        first.add_row_group(group, n)
+    data = first.getvalue()
+    assert codecs(data) == [{"noise": "UNCOMPRESSED", "small_ints": "ZSTD"}] * 2
+    table = pq.read_table(io.BytesIO(data))
+    assert table.column("noise").to_pylist() == [x for g in written for x in g["noise"].tolist()]
+    (tmp_path / "mixed.parquet").write_bytes(data)
+    total = duckdb.connect().execute("SELECT sum(noise), sum(small_ints) FROM read_parquet(?)",
+                                     [str(tmp_path / "mixed.parquet")]).fetchone()
+    assert total == pytest.approx((sum(g["noise"].sum() for g in written), sum(g["small_ints"].sum() for g in written)))
+    assert remembered == {"noise": PLAIN_ROW_GROUPS - 1}
+
+    second = ParquetBuilder(schema, uncompressed=remembered)  # the next file: not tried again at once
+    repetitive = np.tile([0.5, 1.5], n // 2)  # compressible now, but only seen once the pause is over
+    for _ in range(PLAIN_ROW_GROUPS):
+        second.add_row_group(columns(repetitive), n)
+    found = codecs(second.getvalue())
+    assert [g["noise"] for g in found] == ["UNCOMPRESSED"] * (PLAIN_ROW_GROUPS - 1) + ["ZSTD"]
+    assert pq.read_table(io.BytesIO(second.getvalue())).column("noise").to_pylist()[-n:] == repetitive.tolist()

@@ -183,6 +183,7 @@ class _Stream:
     date: str = ""
     seq: int = 0
     written_at: float = float("-inf")  # time.monotonic() of the table's last file write
+    uncompressed: dict = field(default_factory=dict)  # ParquetBuilder's: columns compression does not pay for
 
 
 @dataclass
@@ -373,7 +374,8 @@ class InferenceLog:
                 stream.path = (f"{self.root.rstrip('/')}/{stream.table}/date={today}/"
                                f"{started}-{self.host}-{os.getpid()}-{stream.seq:05d}.parquet")
                 schema = self._schema(stream.table)
-                stream.file = ParquetBuilder(schema, statistics={n for n, _ in schema} & set(STATISTICS_COLUMNS))
+                stream.file = ParquetBuilder(schema, statistics={n for n, _ in schema} & set(STATISTICS_COLUMNS),
+                                             uncompressed=stream.uncompressed)
                 stream.tail, stream.tail_rows = None, 0
             pending, rows = stream.pending, stream.pending_rows
             stream.pending, stream.pending_rows = [], 0
