@@ -8,8 +8,9 @@ into place (a folder), or put as one complete object (object storage, through fs
 every timed wake, when a file is complete, and under load whenever ``flush_s`` has passed since the
 last write, so a file being filled fast is written once rather than at every early wake. So a
 reader, a crash or ``kill -9`` never sees a half-written file, and at most the last flush interval is
-lost. A file takes a flush's rows while it stays under ``rotate_rows`` rows; otherwise they start a new one. A file is also closed after
-``rotate_bytes`` bytes (compressed), ``rotate_s`` seconds or at midnight UTC. Layout:
+lost. A file takes a flush's rows while it stays under ``rotate_rows`` rows; otherwise they start a new
+one. A file is also closed after ``rotate_bytes`` bytes (compressed), ``rotate_s`` seconds or at
+midnight UTC. Layout:
 ``ROOT/predictions/date=YYYY-MM-DD/<start>-<host>-<pid>-<seq>.parquet`` and the same under ``outcomes/``.
 
 The files are written by app/parquet_writer.py (numpy and zstandard), not pyarrow: pyarrow costs the
@@ -354,7 +355,7 @@ class InferenceLog:
     def _flush_stream(self, stream: _Stream, write_all: bool) -> None:
         now = time.time()
         today = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%d")
-        failed = None
+        failed = False
         if stream.file is not None and (
                 stream.file.num_rows + stream.pending_rows >= self.rotate_rows
                 or stream.file.nbytes >= self.rotate_bytes or now - stream.opened >= self.rotate_s
@@ -362,8 +363,8 @@ class InferenceLog:
             if stream.unwritten:  # complete: written now, before its successor takes any rows
                 try:
                     self._write_file(stream)
-                except Exception as exc:  # storage failing: the file keeps taking rows until a write succeeds
-                    failed = exc
+                except Exception:  # storage failing: the file keeps taking rows until a write succeeds
+                    failed = True  # and the write below tries again, raising for the writer to count
             if not stream.unwritten:
                 stream.file, stream.path, stream.tail = None, None, None  # the file stays as written
         if stream.pending:
