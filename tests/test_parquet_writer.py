@@ -437,3 +437,18 @@ def test_a_column_compression_does_not_pay_for_is_stored_as_it_is_and_tried_agai
     found = codecs(second.getvalue())
     assert [g["noise"] for g in found] == ["UNCOMPRESSED"] * (PLAIN_ROW_GROUPS - 1) + ["ZSTD"]
     assert pq.read_table(io.BytesIO(second.getvalue())).column("noise").to_pylist()[-n:] == repetitive.tolist()
+
+
+def test_a_few_rows_that_do_not_pay_for_compression_are_no_finding_about_the_column():
+    """A quiet log's small row group is encoded again at every flush: on a few rows zstd's own overhead
+    makes compression not pay, and that must not keep the column uncompressed once its rows add up."""
+    remembered: dict[str, int] = {}
+    builder = ParquetBuilder([("ts", "timestamp_ms")], uncompressed=remembered)
+    builder.add_row_group({"ts": np.full(3, T0)}, 3)
+    meta = pq.ParquetFile(io.BytesIO(builder.getvalue())).metadata
+    assert meta.row_group(0).column(0).compression == "UNCOMPRESSED" and remembered == {}
+    builder.drop_last_row_group()
+    builder.add_row_group({"ts": np.full(5000, T0)}, 5000)
+    meta = pq.ParquetFile(io.BytesIO(builder.getvalue())).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_table(io.BytesIO(builder.getvalue())).num_rows == 5000
