@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jupyter_mlship.runtime import runtime_module
+from support.notebooks import wait_for
 
 monitoring = runtime_module("monitoring")
 inference_log = runtime_module("inference_log")
@@ -57,11 +58,7 @@ def test_files_rotate_by_rows_and_each_flush_leaves_complete_files_only(tmp_path
 
 def drained(log) -> None:
     """Wait until the writer thread has taken the queue and finished that flush."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while log.status()["queued_rows"] and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: not log.status()["queued_rows"], 30, "the writer taking the queue", interval=0.005)
     with log.flush_lock:  # the thread holds it from taking the queue to the end of its flush
         pass
 
@@ -89,25 +86,20 @@ def test_under_load_a_file_is_written_once_when_complete_not_at_every_early_flus
 
 def test_a_timed_flush_under_light_load_writes_at_every_interval(tmp_path):
     """Without early wakes (light load) every timed flush writes what it took: at most flush_s of rows wait."""
-    import time
-
     log = writer(tmp_path, flush_s=0.2)
     log.start()
     log.put_predictions("r1", "demo", "1", checked(3), [1] * 3, 0.002)
-    deadline = time.monotonic() + 10
-    while log.status()["rows_written"]["predictions"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: log.status()["rows_written"]["predictions"] >= 3, 10, "a timed write", interval=0.02)
     assert pq.read_table(tmp_path / "predictions").num_rows == 3
     log.put_predictions("r2", "demo", "1", checked(2), [1] * 2, 0.002)
-    while log.status()["rows_written"]["predictions"] < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: log.status()["rows_written"]["predictions"] >= 5, 10, "the next timed write", interval=0.02)
     assert pq.read_table(tmp_path / "predictions").num_rows == 5
     log.stop()
 
 
 def test_rows_survive_a_storage_failure_and_are_dropped_and_counted_only_past_the_queue(tmp_path):
-    """A write that fails (here: a file where the table's folder must be) keeps the rows, counts the error
-    and writes them once storage works again, into complete files; a failure that outlasts the queue's
+    """A write that fails (here: a file where the table's folder must be) keeps the rows, raises (the writer
+    thread counts it) and writes them once storage works again, into complete files; a failure that outlasts the queue's
     size drops the rows it holds, counted, rather than growing without bound."""
     log = writer(tmp_path, queue_rows=100, rotate_rows=30)
     blocker = tmp_path / "predictions"
