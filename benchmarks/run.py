@@ -46,6 +46,7 @@ ENV_CACHE = Path.home() / ".cache" / "jupyter-mlship" / "bench-envs"
 CONCURRENCY = (1, 4, 16, 64)
 COLD_STARTS = 5
 FLOOR = "HTTP floor (Starlette, constant JSON, uvloop)"
+SPIN_OFF = "generated service, idle spinning off (c1 only)"
 
 TRAIN = """
 import numpy as np
@@ -102,6 +103,7 @@ class System:
     cold_start: float | None = None
     rss_mb: float | None = None
     results: dict[tuple[str, int], list[dict]] = field(default_factory=dict)  # (rows, c) -> wrk runs
+    points: tuple[tuple[int, int], ...] | None = None  # (rows, c) to measure; None: all, and a cold start
 
 
 # --- set-up ------------------------------------------------------------------------------------------
@@ -221,6 +223,8 @@ def build_systems(work: Path, projects: dict[str, Path], args: argparse.Namespac
                           service_env("frame"), body_kind="frame"))
     systems.append(System("generated service, inference log off", projects["hgb"], ["sh", "-c", cmd],
                           {**service_env("hgb"), "MLSHIP_LOG_DIR": "off"}))
+    systems.append(System(SPIN_OFF, projects["hgb"], ["sh", "-c", cmd],
+                          {**service_env("hgb"), "MLSHIP_IDLE_SPIN_US": "0"}, points=((1, 1),)))
     for line in skipped:
         print(f"[bench] SKIPPED {line}", flush=True)
     return systems, skipped
@@ -445,7 +449,7 @@ def main() -> None:
         failed: dict[str, str] = {}
         for attempt in range(COLD_STARTS):
             for system in systems if attempt % 2 == 0 else reversed(systems):
-                if system.name in failed:
+                if system.name in failed or system.points:
                     continue
                 try:
                     start(system, args.server_cpu, bodies[(system.body_kind, 1)], expected[(system.body_kind, 1)])
@@ -458,13 +462,14 @@ def main() -> None:
                 if system.name in failed:
                     raise RuntimeError(failed[system.name])
                 start(system, args.server_cpu, bodies[(system.body_kind, 1)], expected[(system.body_kind, 1)])
-                system.cold_start = statistics.median(starts[system.name])
+                system.cold_start = statistics.median(starts[system.name]) if system.name in starts else None
                 check = httpx.post(system.url, content=bodies[(system.body_kind, 100)],
                                    headers={"content-type": "application/json"}, timeout=30).json()
                 check = check.get("predictions", check) if isinstance(check, dict) else check
                 if system.check and not same(check, expected[(system.body_kind, 100)]):
                     raise RuntimeError(f"{system.name}: 100-row predictions differ from in-process predict")
-                print(f"[bench] {system.name}: ready, correct, cold start {system.cold_start:.2f} s", flush=True)
+                print(f"[bench] {system.name}: ready, correct"
+                      + (f", cold start {system.cold_start:.2f} s" if system.cold_start is not None else ""), flush=True)
             except RuntimeError as exc:
                 print(f"[bench] SKIPPED {exc}", flush=True)
                 skipped.append(str(exc))
@@ -476,7 +481,7 @@ def main() -> None:
             if round_:
                 measure_references()
             for system in systems if round_ % 2 == 0 else reversed(systems):  # interleaved, order alternating
-                for rows_n, c in points:
+                for rows_n, c in system.points or points:
                     result = wrk(system.url, scripts[(system.body_kind, rows_n)], c, args.duration, args.client_cpu)
                     system.results.setdefault((rows_n, c), []).append(result)
                 system.rss_mb = tree_rss_mb(system.process.pid)
@@ -546,16 +551,16 @@ def render(systems: list[System], skipped: list[str], raw1, raw100, entry100, sh
         p50h = figure(s, 100, 1, "p50")
         errors = sum(r["non2xx"] for runs in s.results.values() for r in runs)
         socket = {r["socket_errors"] for runs in s.results.values() for r in runs if r["socket_errors"]}
-        ratio = f"{c16[1] / hand16:.2f}x" if hand16 else "—"
+        ratio = f"{c16[1] / hand16:.2f}x" if hand16 and c16 else "—"
         lines.append(
             f"| {s.name} | {_range(c16, '{:,.0f}')} | {_range(c16h, '{:,.0f}')} | {_range(p50, '{:.2f}')} "
-            f"| {_range(p50h, '{:.2f}')} | {s.cold_start:.2f} | {s.rss_mb:.0f} | {ratio} "
+            f"| {_range(p50h, '{:.2f}')} | {'—' if s.cold_start is None else f'{s.cold_start:.2f}'} | {s.rss_mb:.0f} | {ratio} "
             f"| {errors} non-2xx{'; socket ' + '; '.join(socket) if socket else ''} |"
         )
     lines += ["", "Throughput against concurrency (1 row per request, median req/s):", "",
               "| system | " + " | ".join(f"c{c}" for c in CONCURRENCY) + " |",
               "|---|" + "---|" * len(CONCURRENCY)]
-    for s in systems:
+    for s in (s for s in systems if not s.points):
         lines.append(f"| {s.name} | " + " | ".join(_range(figure(s, 1, c, "rps"), "{:,.0f}", median_only=True)
                                                    for c in CONCURRENCY) + " |")
     lines += ["", "Targets of issue 11 (measured in this run):", ""]
@@ -600,6 +605,11 @@ def target_lines(by_name: dict, raw1, raw100, entry100, ship_seconds, idle1: dic
         out.append(f"- (information) c1 p50 / (HTTP floor p50 + 1-row predict with the core idle between calls, "
                    f"as at c1): {med(gen, 1, 1, 'p50') / reference:.2f}x; hand-written FastAPI by the same measure: "
                    + (f"{med(hand, 1, 1, 'p50') / reference:.2f}x" if hand else "—"))
+    sleeping = by_name.get(SPIN_OFF)
+    if gen and floor and sleeping:  # information: the c1 target's ratio without idle spinning (app/idle_spin.py)
+        out.append(f"- (information) the same c1 ratio with idle spinning off (MLSHIP_IDLE_SPIN_US=0): "
+                   f"{med(sleeping, 1, 1, 'p50') / (med(floor, 1, 1, 'p50') + raw1[1]):.2f}x "
+                   f"(p50 {med(sleeping, 1, 1, 'p50'):.3f} ms, against {med(gen, 1, 1, 'p50'):.3f} ms spinning)")
     line("cold start / hand-written", gen.cold_start / hand.cold_start if gen and hand else None, 1.0,
          lower_is_better=True)
     line("RSS / hand-written", gen.rss_mb / hand.rss_mb if gen and hand else None, 1.2, lower_is_better=True)
@@ -642,7 +652,7 @@ def plot(systems: list[System], path: Path) -> None:
         print("[bench] no plot: matplotlib is not installed (pip install matplotlib)")
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    for s in systems:
+    for s in (s for s in systems if not s.points):
         values = [figure(s, 1, c, "rps") for c in CONCURRENCY]
         ax.plot(CONCURRENCY, [v[1] if v else float("nan") for v in values], marker="o", label=s.name)
     ax.set_xscale("log", base=2)

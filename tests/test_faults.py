@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,14 +23,16 @@ from support.faults import (
     HOSTILE_BODIES,
     Uvicorn,
     connection_refused,
+    cpu_seconds,
     load,
+    one_at_a_time,
     send_body,
     send_endless_body,
     send_slowly,
     wait_for,
     worker_pids,
 )
-from support.notebooks import ok_cell
+from support.notebooks import Service, ok_cell
 
 MODEL = """
 import numpy as np
@@ -199,3 +202,57 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(project):
         wait_for(lambda: "Child process" in server.log() and "died" in server.log(), 10, "the log naming the death")
         result = load(server.url, BODY, 400, 8)
         assert result.statuses == {200: 400}, (result.statuses, result.errors)
+
+
+def idle_spins(metrics: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(metrics)
+            if family.name == "mlship_idle_spins" for sample in family.samples if sample.name.endswith("_total")}
+
+
+def test_idle_spinning_catches_a_one_at_a_time_client_and_stops_when_the_client_does(project):
+    """After the last request in flight the loop polls (MLSHIP_IDLE_SPIN_US, default 200 µs) while the
+    next request has lately come within the window; then it sleeps. 0 turns it off, so does running more
+    workers than CPUs unless the variable is set; a bad value stops the start with the variable named."""
+    body = json.dumps(BODY).encode()
+
+    def served(server: Service, requests: int) -> dict[str, float]:
+        """One request at a time on one connection, then the spin counters (of the only worker)."""
+        assert one_at_a_time(server.port, body, requests) == [200] * requests
+        return idle_spins(httpx.get(server.url + "/metrics").text)
+
+    with Uvicorn(project) as server:
+        spins = served(server, 200)
+        time.sleep(0.2)  # the last spin is over (200 µs)
+        before = cpu_seconds(server.process.pid)
+        time.sleep(1)
+        idle_cpu = cpu_seconds(server.process.pid) - before
+    # past the first six gaps (when the share that pays passes one half) the requests were caught polling;
+    # the spin after the last one missed, and so did any gap longer than 200 µs
+    assert spins["caught"] >= 100 and spins["missed"] >= 1, spins
+    assert idle_cpu < 0.2, idle_cpu  # asleep once the client stopped (a poll would take the whole second)
+
+    with Uvicorn(project, env={"MLSHIP_IDLE_SPIN_US": "0"}) as server:
+        assert served(server, 200) == {"caught": 0, "missed": 0}
+
+    # Two workers (WEB_CONCURRENCY) on one CPU: no spinning unless the variable asks for it, since one
+    # worker's polling would take the core from the other.
+    def on_one_cpu(port: int) -> list[str]:
+        return ["taskset", "-c", str(min(os.sched_getaffinity(0))), sys.executable, "-m", "uvicorn",
+                "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+
+    for env, spinning in (({}, False), ({"MLSHIP_IDLE_SPIN_US": "200"}, True)):
+        with Service(project, command=on_one_cpu, env={"WEB_CONCURRENCY": "2", **env}) as server:
+            wait_for(lambda: len(worker_pids(server.process.pid)) == 2, 60, "two workers")
+            for _ in range(100):  # the connection's worker may still be loading its model: 503
+                statuses = one_at_a_time(server.port, body, 300)
+                if statuses.count(200) == 300:
+                    break
+            # each scrape reaches either worker: the most caught of 40 scrapes is the serving worker's
+            caught = max(idle_spins(httpx.get(server.url + "/metrics").text)["caught"] for _ in range(40))
+        assert statuses == [200] * 300
+        assert (caught >= 100) if spinning else (caught == 0), (env, caught)
+
+    with pytest.raises(AssertionError, match="MLSHIP_IDLE_SPIN_US='fast': expected microseconds"):
+        Uvicorn(project, env={"MLSHIP_IDLE_SPIN_US": "fast"}, start_timeout=30)

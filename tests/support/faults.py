@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import select
 import socket
 import threading
@@ -44,6 +45,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (clock ticks: 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -103,6 +110,31 @@ def send_body(port: int, body: bytes, content_type: str = "application/json", pa
         sock.sendall(_head(port, path, {"Content-Type": content_type, "Content-Length": str(len(body)),
                                         "Connection": "close"}) + body)
         return _read_answer(sock, started, timeout)
+
+
+def one_at_a_time(port: int, body: bytes, requests: int, path: str = "/predict", timeout: float = 30) -> list[int]:
+    """``requests`` POSTs on one keep-alive connection, each sent the moment the previous answer is in
+    (a few microseconds of Python between them, where an HTTP client library takes hundreds); the statuses."""
+    request = _head(port, path, {"Content-Type": "application/json", "Content-Length": str(len(body))}) + body
+    statuses = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        buffer = b""
+        for _ in range(requests):
+            sock.sendall(request)
+            while b"\r\n\r\n" not in buffer:
+                buffer += sock.recv(65536) or _closed()
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            while len(buffer) < length:
+                buffer += sock.recv(65536) or _closed()
+            buffer = buffer[length:]
+            statuses.append(int(head.split(b" ", 2)[1]))
+    return statuses
+
+
+def _closed() -> bytes:
+    raise AssertionError("the server closed the connection")
 
 
 def send_endless_body(port: int, declared: int | None, chunk: int = 1 << 20, timeout: float = 30,

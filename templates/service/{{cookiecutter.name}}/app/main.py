@@ -30,8 +30,8 @@ _COLLECTING = gc.isenabled()
 gc.disable()
 
 
-def _threads_per_worker() -> int:
-    """CPUs this process may use (affinity, cgroup quota) divided among WEB_CONCURRENCY workers."""
+def _cpu_limit() -> int:
+    """CPUs this process may use: its affinity, and the container's cgroup quota."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:  # cgroup v2 CPU limit of the container, e.g. "200000 100000" = 2 CPUs
         quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
@@ -39,13 +39,14 @@ def _threads_per_worker() -> int:
             cpus = min(cpus, max(1, int(quota) // int(period)))
     except (OSError, ValueError):
         pass
-    workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
-    return max(1, cpus // max(1, workers))
+    return cpus
 
 
-# Before numpy is imported: BLAS/OpenMP pools sized to the CPU limit, not to the host's cores (a
-# 64-core host would otherwise start 64 threads per worker). Values set by the operator win.
-THREADS = _threads_per_worker()
+# Before numpy is imported: BLAS/OpenMP pools sized to the CPU limit divided among WEB_CONCURRENCY
+# workers, not to the host's cores (a 64-core host would otherwise start 64 threads per worker). Values
+# set by the operator win.
+CPUS, WORKERS = _cpu_limit(), max(1, int(os.environ.get("WEB_CONCURRENCY", "1") or 1))
+THREADS = max(1, CPUS // WORKERS)
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_variable, str(THREADS))
 
@@ -101,6 +102,7 @@ from prometheus_client import (  # noqa: E402
 from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from app.batching import Batcher, ModelRejection  # noqa: E402
+from app.idle_spin import IdleSpin, window_from  # noqa: E402
 from app.convert import compare_predictions, join_instances, outputs_to_json, sample_converter  # noqa: E402
 from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: E402
 
@@ -178,6 +180,13 @@ BATCH_INSTANCES = Histogram(
 )
 MODEL_INFO = Info("mlship_model", "The model this service serves.", registry=REGISTRY)
 READY = Gauge("mlship_ready", "1 when the model is loaded and the self-check passed.", registry=REGISTRY)
+
+# Polling for a moment after the last prediction is answered, while the next one has lately come that
+# soon (one client at a time): see app/idle_spin.py. Not while a model call runs on the pool, and by
+# default not with more workers than CPUs (a worker's polling would take the core another one needs).
+SPIN = IdleSpin(window_from(os.environ) if WORKERS <= CPUS or os.environ.get("MLSHIP_IDLE_SPIN_US") else 0.0,
+                pool_busy=lambda: service.batcher is not None and service.batcher.in_pool > 0)
+REGISTRY.register(SPIN)
 
 
 # --- start-up -----------------------------------------------------------------------------------------
@@ -696,34 +705,38 @@ def prediction_route(scope: dict) -> tuple[str, str | None] | None:
 async def serve_prediction(scope: dict, receive: Callable, send: Callable, route: str, name: str | None) -> None:
     """A prediction request as plain ASGI: what RequestMetrics, RequestIdMiddleware, BodySizeLimit and a
     route do for every other address, in that order, in one function."""
-    started = time.perf_counter()
-    headers = dict(scope["headers"])
-    given = headers.get(b"x-request-id")
-    request_id = new_request_id() if given is None else valid_request_id(given)
-    if request_id is None:
-        status, content = 400, {"detail": REQUEST_ID_PROBLEM}
-    else:
-        try:
-            body = await read_body(headers, receive)
-        except BodyProblem as problem:
-            status, content = problem.status, {"detail": problem.detail}
+    SPIN.started()
+    try:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id")
+        request_id = new_request_id() if given is None else valid_request_id(given)
+        if request_id is None:
+            status, content = 400, {"detail": REQUEST_ID_PROBLEM}
         else:
-            if body is None:
-                return  # the client went away
-            if name is not None and name != service.name:
-                status, content = 404, no_such_model(name, request_id)
+            try:
+                body = await read_body(headers, receive)
+            except BodyProblem as problem:
+                status, content = problem.status, {"detail": problem.detail}
             else:
-                try:
-                    status, content = await predict_content(body, route, request_id)
-                except Exception as exc:  # what FastAPI's error middleware does for the other routes
-                    status, content = 500, server_failure(exc, request_id)
-    payload = dumps(content)
-    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if request_id is not None:
-        response_headers.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": payload})
-    count_request(route, status, time.perf_counter() - started)
+                if body is None:
+                    return  # the client went away
+                if name is not None and name != service.name:
+                    status, content = 404, no_such_model(name, request_id)
+                else:
+                    try:
+                        status, content = await predict_content(body, route, request_id)
+                    except Exception as exc:  # what FastAPI's error middleware does for the other routes
+                        status, content = 500, server_failure(exc, request_id)
+        payload = dumps(content)
+        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if request_id is not None:
+            response_headers.append((b"x-request-id", request_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+        count_request(route, status, time.perf_counter() - started)
+    finally:
+        SPIN.ended()
 
 
 # The prediction routes below are answered by serve_prediction before FastAPI routes anything (see
