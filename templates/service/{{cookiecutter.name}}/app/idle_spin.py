@@ -5,17 +5,19 @@ A client that sends its next request as soon as it has the answer (one request a
 server's core idle for some tens of microseconds between requests. Sleeping through that gap costs more
 than the gap: the thread blocks in epoll_wait and must be woken when the request comes (on a virtual
 machine the vCPU halts, and the hypervisor has to run it again), and meanwhile the model's data leaves
-the core's caches. Measured on a 2-core KVM guest, 1-row HistGradientBoosting (0.26 ms in process), one
-client: p50 0.39-0.43 ms sleeping, 0.36-0.39 ms spinning.
+the core's caches. Measured on a 2-core KVM guest whose kernel does not halt-poll (guest_halt_poll_ns 0;
+where it does, the vCPU's wake-up is cheaper and the gain smaller), 1-row HistGradientBoosting (0.26 ms in
+process), one client: p50 0.39-0.43 ms sleeping, 0.36-0.39 ms spinning.
 
 How: a callback that puts itself back on the loop's ready queue makes the loop poll its sockets with a
 zero timeout (uvloop and asyncio alike), until a request arrives or ``window`` seconds have passed
-(MLSHIP_IDLE_SPIN_US, default 200 µs: Linux's default for halt-polling in KVM guests). Only while it
+(MLSHIP_IDLE_SPIN_US, default 200 µs: the default of Linux's own halt-polling in KVM guests). Only while it
 pays: each gap between an answer and the next request is scored (within the window or not), and the loop
 spins only while at least half of the recent gaps were within it. So traffic with longer gaps does not
 spin, and a spin that catches no request costs at most one window of CPU. It never spins while a model
-call runs on the thread pool (on one CPU that would take the call's core). ``MLSHIP_IDLE_SPIN_US=0``
-turns it off. The CPU spent, caught (a request came) and missed, is counted for /metrics.
+call runs on the thread pool (on one CPU that would take the call's core), and app.main turns it off
+by default when there are more workers than CPUs (one worker's polling would take another's core).
+``MLSHIP_IDLE_SPIN_US=0`` turns it off. The CPU spent, caught (a request came) and missed, is counted for /metrics.
 """
 
 from __future__ import annotations
