@@ -102,7 +102,7 @@ from prometheus_client import (  # noqa: E402
 from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from app.batching import Batcher, ModelRejection  # noqa: E402
-from app.idle_spin import IdleSpin, window_from  # noqa: E402
+from app.idle_spin import ENV as IDLE_SPIN_ENV, IdleSpin, window_from  # noqa: E402
 from app.convert import compare_predictions, join_instances, outputs_to_json, sample_converter  # noqa: E402
 from app.schema import PredictRequest, PredictResponse, decode_request  # noqa: E402
 
@@ -184,7 +184,7 @@ READY = Gauge("mlship_ready", "1 when the model is loaded and the self-check pas
 # Polling for a moment after the last prediction is answered, while the next one has lately come that
 # soon (one client at a time): see app/idle_spin.py. Not while a model call runs on the pool, and by
 # default not with more workers than CPUs (a worker's polling would take the core another one needs).
-SPIN = IdleSpin(window_from(os.environ) if WORKERS <= CPUS or os.environ.get("MLSHIP_IDLE_SPIN_US") else 0.0,
+SPIN = IdleSpin(window_from(os.environ) if WORKERS <= CPUS or os.environ.get(IDLE_SPIN_ENV) else 0.0,
                 pool_busy=lambda: service.batcher is not None and service.batcher.in_pool > 0)
 REGISTRY.register(SPIN)
 
