@@ -503,7 +503,11 @@ class ServiceApp(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST":
             route = prediction_route(scope)
             if route is not None:
-                return await serve_prediction(scope, receive, send, *route)
+                SPIN.started()  # a prediction in flight: no idle spinning until it is answered
+                try:
+                    return await serve_prediction(scope, receive, send, *route)
+                finally:
+                    SPIN.ended()
         await super().__call__(scope, receive, send)
 
 
@@ -705,38 +709,34 @@ def prediction_route(scope: dict) -> tuple[str, str | None] | None:
 async def serve_prediction(scope: dict, receive: Callable, send: Callable, route: str, name: str | None) -> None:
     """A prediction request as plain ASGI: what RequestMetrics, RequestIdMiddleware, BodySizeLimit and a
     route do for every other address, in that order, in one function."""
-    SPIN.started()
-    try:
-        started = time.perf_counter()
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id")
-        request_id = new_request_id() if given is None else valid_request_id(given)
-        if request_id is None:
-            status, content = 400, {"detail": REQUEST_ID_PROBLEM}
+    started = time.perf_counter()
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-request-id")
+    request_id = new_request_id() if given is None else valid_request_id(given)
+    if request_id is None:
+        status, content = 400, {"detail": REQUEST_ID_PROBLEM}
+    else:
+        try:
+            body = await read_body(headers, receive)
+        except BodyProblem as problem:
+            status, content = problem.status, {"detail": problem.detail}
         else:
-            try:
-                body = await read_body(headers, receive)
-            except BodyProblem as problem:
-                status, content = problem.status, {"detail": problem.detail}
+            if body is None:
+                return  # the client went away
+            if name is not None and name != service.name:
+                status, content = 404, no_such_model(name, request_id)
             else:
-                if body is None:
-                    return  # the client went away
-                if name is not None and name != service.name:
-                    status, content = 404, no_such_model(name, request_id)
-                else:
-                    try:
-                        status, content = await predict_content(body, route, request_id)
-                    except Exception as exc:  # what FastAPI's error middleware does for the other routes
-                        status, content = 500, server_failure(exc, request_id)
-        payload = dumps(content)
-        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        if request_id is not None:
-            response_headers.append((b"x-request-id", request_id.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
-        count_request(route, status, time.perf_counter() - started)
-    finally:
-        SPIN.ended()
+                try:
+                    status, content = await predict_content(body, route, request_id)
+                except Exception as exc:  # what FastAPI's error middleware does for the other routes
+                    status, content = 500, server_failure(exc, request_id)
+    payload = dumps(content)
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if request_id is not None:
+        response_headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": payload})
+    count_request(route, status, time.perf_counter() - started)
 
 
 # The prediction routes below are answered by serve_prediction before FastAPI routes anything (see
